@@ -1,0 +1,345 @@
+"""Input pipeline: TFDS data source -> patient-wise splits -> padded batches.
+
+The calcification-graph datasets are small (hundreds of clusters), so every
+example is read once from the ``array_record`` data source into host memory;
+graphs are built once per example for the configured graph types. Batches are
+packed in order into one fixed padding budget, so a jitted step compiles once.
+
+Determinism: the split depends only on ``config.dataset.split_seed`` and the
+patient ids; the order (and class-balanced resampling) of epoch ``e`` depends
+only on ``(config.seed, e)``, so a resumed run sees exactly the batches the
+interrupted run would have seen.
+"""
+
+import dataclasses
+import os
+import pathlib
+from typing import Any, Iterator, Optional, Sequence
+
+from absl import logging
+import ml_collections
+import numpy as np
+from sklearn import model_selection
+import tensorflow_datasets as tfds
+
+from mammojax.data import graphs as graphs_lib
+from mammojax.data.builders import calcification_graphs  # Registers builders.
+
+_BUILDERS = {
+    "synthetic_calcifications": "synthetic_calcifications",
+    "dicom_folder_calcifications": "dicom_folder_calcifications",
+}
+
+
+def default_data_dir() -> str:
+  """``$MAMMOJAX_DATA_DIR`` or ``~/mammojax_data/tfds``."""
+  return os.environ.get(
+      "MAMMOJAX_DATA_DIR",
+      str(pathlib.Path.home() / "mammojax_data" / "tfds"),
+  )
+
+
+def prepare_builder(dataset_config: ml_collections.ConfigDict):
+  """Builds (or reuses the cached) TFDS dataset; returns the builder."""
+  name = dataset_config.name
+  if name not in _BUILDERS:
+    raise ValueError(
+        f"config.dataset.name={name!r}: expected one of {sorted(_BUILDERS)}"
+    )
+  data_dir = dataset_config.get("data_dir") or default_data_dir()
+  kwargs = {}
+  if dataset_config.get("builder_config"):
+    kwargs["config"] = dataset_config.builder_config
+  builder = tfds.builder(_BUILDERS[name], data_dir=data_dir, **kwargs)
+  download_config = None
+  if dataset_config.get("manual_dir"):
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=os.path.expanduser(dataset_config.manual_dir)
+    )
+  elif name == "dicom_folder_calcifications":
+    raise ValueError(
+        "config.dataset.manual_dir: dicom_folder_calcifications needs the "
+        "folder holding annotations.json and the DICOM files"
+    )
+  builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def load_examples(
+    dataset_config: ml_collections.ConfigDict,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """Reads every example of every split into memory.
+
+  Returns:
+    ``(examples, info)``: the examples (each with a ``source_split`` key) and
+    a dict with ``vocabularies`` and ``build_report``.
+  """
+  builder = prepare_builder(dataset_config)
+  sources = tfds.data_source(
+      builder.name,
+      data_dir=builder.data_dir_root,
+      builder_kwargs={"config": builder.builder_config.name},
+  )
+  examples = []
+  for split, source in sources.items():
+    for i in range(len(source)):
+      ex = dict(source[i])
+      for key in ("example_id", "patient_id", "image_id", "laterality",
+                  "view"):
+        if isinstance(ex.get(key), bytes):
+          ex[key] = ex[key].decode("utf-8")
+      ex["source_split"] = split
+      examples.append(ex)
+  examples.sort(key=lambda e: e["example_id"])
+  metadata = dict(builder.info.metadata)
+  info = {
+      "vocabularies": {
+          k: list(v) for k, v in metadata["vocabularies"].items()
+      },
+      "build_report": metadata.get("build_report", {}),
+  }
+  return examples, info
+
+
+def patient_splits(
+    patient_ids: Sequence[str],
+    labels: Sequence[int],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    num_folds: int = 1,
+    fold: int = 0,
+    seed: int = 0,
+    fixed_test: Optional[np.ndarray] = None,
+) -> dict[str, np.ndarray]:
+  """Patient-wise stratified train/val/test indices.
+
+  No patient appears in two splits. With ``num_folds > 1`` the patients not in
+  the test set are divided into ``num_folds`` stratified folds and fold
+  ``fold`` is the validation set (k-fold cross-validation); otherwise
+  ``val_fraction`` of the patients form the validation set.
+
+  Args:
+    patient_ids: patient id of every example.
+    labels: the stratification label of every example.
+    val_fraction: fraction of patients for validation (without k-fold).
+    test_fraction: fraction of patients held out for testing (ignored when
+      ``fixed_test`` is given, e.g. an official test split).
+    num_folds: k of k-fold cross-validation (1 = no CV).
+    fold: which fold is the validation fold.
+    seed: the split seed.
+    fixed_test: boolean mask of examples that form the test set.
+
+  Returns:
+    ``{'train', 'val', 'test'}`` -> sorted example indices.
+  """
+  patient_ids = np.asarray(patient_ids)
+  labels = np.asarray(labels)
+  index = np.arange(len(patient_ids))
+  if num_folds > 1 and not 0 <= fold < num_folds:
+    raise ValueError(
+        f"config.dataset.fold={fold}: expected 0..{num_folds - 1}"
+    )
+
+  def carve(idx, fraction, salt):
+    """Splits ``idx`` by patients; returns (rest, held_out)."""
+    if fraction <= 0 or len(np.unique(patient_ids[idx])) < 2:
+      return idx, idx[:0]
+    n_splits = max(2, int(round(1.0 / fraction)))
+    n_splits = min(n_splits, len(np.unique(patient_ids[idx])))
+    splitter = model_selection.StratifiedGroupKFold(
+        n_splits=n_splits, shuffle=True, random_state=seed + salt
+    )
+    rest, held = next(
+        splitter.split(idx, labels[idx], groups=patient_ids[idx])
+    )
+    return idx[rest], idx[held]
+
+  if fixed_test is not None:
+    test = index[fixed_test]
+    rest = index[~fixed_test]
+    leaked = set(patient_ids[test]) & set(patient_ids[rest])
+    if leaked:
+      logging.warning(
+          "%d patients are in the official test split and in training "
+          "data; their training examples are dropped to avoid a leak: %s",
+          len(leaked), sorted(leaked)[:10],
+      )
+      rest = rest[~np.isin(patient_ids[rest], list(leaked))]
+  else:
+    rest, test = carve(index, test_fraction, 0)
+  if num_folds > 1:
+    splitter = model_selection.StratifiedGroupKFold(
+        n_splits=num_folds, shuffle=True, random_state=seed + 1
+    )
+    folds = list(splitter.split(rest, labels[rest], groups=patient_ids[rest]))
+    train_pos, val_pos = folds[fold]
+    train, val = rest[train_pos], rest[val_pos]
+  else:
+    train, val = carve(rest, val_fraction, 1)
+  return {
+      "train": np.sort(train),
+      "val": np.sort(val),
+      "test": np.sort(test),
+  }
+
+
+def _sample_arrays(example: dict[str, Any]) -> dict[str, Any]:
+  """Node/global arrays of one example in the graphs-module layout."""
+  return {
+      "id": example["example_id"],
+      "nodes": {
+          "patches": np.asarray(example["patches"], np.float32),
+          "coords": np.asarray(example["coords"], np.float32),
+          "label": np.asarray(example["morphology"], np.int32),
+      },
+      "globals": {"label": np.int32(example["distribution"])},
+  }
+
+
+@dataclasses.dataclass
+class GraphData:
+  """Examples, splits, graphs and the padding budget of one experiment."""
+
+  config: ml_collections.ConfigDict
+  examples: list[dict[str, Any]]
+  info: dict[str, Any]
+  splits: dict[str, np.ndarray]
+  sample_graphs: list[dict[str, Any]]
+  budget: Any
+  per_device_batch_size: int
+
+  @property
+  def vocabularies(self) -> dict[str, list[str]]:
+    return self.info["vocabularies"]
+
+  def class_counts(self, split: str, task: str) -> np.ndarray:
+    """Label counts of ``task`` ('node' or 'graph') in ``split``."""
+    vocab = self.vocabularies[
+        "morphology" if task == "node" else "distribution"
+    ]
+    counts = np.zeros(len(vocab), np.int64)
+    for i in self.splits[split]:
+      ex = self.examples[i]
+      labels = (
+          np.asarray(ex["morphology"])
+          if task == "node"
+          else np.asarray([ex["distribution"]])
+      )
+      labels = labels[labels >= 0]
+      counts += np.bincount(labels, minlength=len(vocab))
+    return counts
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """Example indices of training epoch ``epoch`` (shuffled/resampled)."""
+    train = self.splits["train"]
+    rng = np.random.default_rng([self.config.seed, epoch])
+    if self.config.dataset.class_balanced and len(train):
+      labels = np.asarray(
+          [self.examples[i]["distribution"] for i in train]
+      )
+      values, counts = np.unique(labels, return_counts=True)
+      freq = dict(zip(values.tolist(), counts.tolist()))
+      p = np.asarray([1.0 / freq[l] for l in labels.tolist()])
+      return rng.choice(train, size=len(train), replace=True, p=p / p.sum())
+    return rng.permutation(train)
+
+  def batches(
+      self, indices: Sequence[int], *, num_devices: int = 1
+  ) -> Iterator[Any]:
+    """Padded batches; with ``num_devices > 1`` stacked per device.
+
+    The last device group is completed with all-padding batches, which
+    contribute nothing to losses or metrics.
+    """
+    samples = [self.sample_graphs[i] for i in indices]
+    iterator = graphs_lib.batch_iterator(
+        samples, self.budget, batch_size=self.per_device_batch_size
+    )
+    if num_devices == 1:
+      yield from iterator
+      return
+    from mammojax.training import parallel  # pylint: disable=g-import-not-at-top
+
+    group = []
+    for batch in iterator:
+      group.append(batch)
+      if len(group) == num_devices:
+        yield parallel.stack_batches(group)
+        group = []
+    if group:
+      while len(group) < num_devices:
+        group.append(graphs_lib.pad_batch([], self.budget))
+      yield parallel.stack_batches(group)
+
+  def train_batches(self, epoch: int, *, num_devices: int = 1):
+    """Batches of training epoch ``epoch``."""
+    return self.batches(self.epoch_order(epoch), num_devices=num_devices)
+
+  def eval_batches(self, split: str, *, num_devices: int = 1):
+    """Batches of ``split`` in a fixed order."""
+    return self.batches(self.splits[split], num_devices=num_devices)
+
+
+def create_graph_data(
+    config: ml_collections.ConfigDict,
+    *,
+    num_devices: int = 1,
+    examples_and_info: Optional[tuple[list[dict[str, Any]], dict]] = None,
+) -> GraphData:
+  """Loads the dataset, splits it by patient and builds every graph."""
+  examples, info = examples_and_info or load_examples(config.dataset)
+  if not examples:
+    raise ValueError(
+        f"config.dataset.name={config.dataset.name!r}: the dataset has no "
+        f"examples (build report: {info.get('build_report')})"
+    )
+  ds = config.dataset
+  fixed_test = None
+  source_splits = {ex["source_split"] for ex in examples}
+  if "test" in source_splits:
+    fixed_test = np.asarray([ex["source_split"] == "test" for ex in examples])
+  splits = patient_splits(
+      [ex["patient_id"] for ex in examples],
+      [ex["distribution"] for ex in examples],
+      val_fraction=ds.val_fraction,
+      test_fraction=ds.test_fraction,
+      num_folds=ds.num_folds,
+      fold=ds.fold,
+      seed=ds.split_seed,
+      fixed_test=fixed_test,
+  )
+  gcfg = config.graph
+  sample_graphs = [
+      graphs_lib.build_sample_graphs(
+          _sample_arrays(ex),
+          graph_types=tuple(gcfg.types),
+          knn_k=gcfg.knn_k,
+          radius=gcfg.radius,
+          max_num_neighbors=gcfg.max_num_neighbors,
+      )
+      for ex in examples
+  ]
+  if config.batch_size % num_devices:
+    raise ValueError(
+        f"config.batch_size={config.batch_size} is not divisible by the "
+        f"{num_devices} devices"
+    )
+  per_device = config.batch_size // num_devices
+  budget = graphs_lib.estimate_budget(
+      sample_graphs, per_device, graph_types=tuple(gcfg.types)
+  )
+  logging.info(
+      "splits: %s; padding budget %s",
+      {k: len(v) for k, v in splits.items()},
+      budget,
+  )
+  return GraphData(
+      config=config,
+      examples=examples,
+      info=info,
+      splits=splits,
+      sample_graphs=sample_graphs,
+      budget=budget,
+      per_device_batch_size=per_device,
+  )
