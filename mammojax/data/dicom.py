@@ -383,7 +383,9 @@ def modality_lut(x: Any, ds: pydicom_dataset.Dataset) -> np.ndarray:
     item = ds.ModalityLUTSequence[0]
     n_entries, first_map, bits = (int(v) for v in item.LUTDescriptor)
     lut = _lut_values(item, ds)[: n_entries or 2**16]
-    return apply_lut(x, first_map, lut.astype(np.dtype(f"uint{bits}")))
+    # pydicom uses dtype f"uint{bits}", which fails for e.g. 12-bit LUTs.
+    dtype = np.uint8 if bits <= 8 else np.uint16
+    return apply_lut(x, first_map, lut.astype(dtype))
   slope = ds.get("RescaleSlope")
   intercept = ds.get("RescaleIntercept")
   if slope is not None and intercept is not None:
@@ -731,10 +733,12 @@ def _decode(ds: pydicom_dataset.Dataset, name: str) -> np.ndarray:
           "decoder in pydicom",
       ) from None
     if not decoder.is_available:
+      options = "; ".join(decoder.missing_dependencies)
       raise DicomError(
           name,
-          f"cannot decode {tsyntax.name} pixel data: no codec installed "
-          f"({INSTALL_HINT} installs pylibjpeg and pylibjpeg-openjpeg)",
+          f"cannot decode {tsyntax.name} pixel data: no codec installed; "
+          f"run `{INSTALL_HINT}` (pylibjpeg + pylibjpeg-openjpeg) or "
+          f"install one of: {options}",
       )
   try:
     arr = ds.pixel_array
