@@ -14,10 +14,11 @@ Key mapping: a Flax leaf ``a_b/c/kernel`` is torchvision ``a.b.c.weight``
 Input channels (``adapt_stem``): torchvision stems take RGB. For
 ``in_channels=1`` the three RGB filters of the first conv are **summed**, so a
 grey image gives exactly the activations the RGB model gives on the same grey
-replicated to three channels. For any other ``C != 3`` (timm's rule) the RGB
-filters are repeated cyclically over the ``C`` channels and scaled by
-``3 / C``, which again preserves the response to a grey image replicated over
-``C`` channels.
+replicated to three channels. For ``C = 3k`` the RGB filters are repeated
+``k`` times and divided by ``k`` (stacked RGB inputs keep their colour
+filters); for any other ``C`` every channel gets the summed filter divided by
+``C`` (an average of the grey filter). Both rules keep the response to a grey
+image replicated over the ``C`` channels equal to the RGB model's.
 
 Head: when the model's head shape differs from the file's (``num_classes !=
 1000``) the head is re-initialised with the Flax ``nn.Dense`` defaults from
@@ -120,11 +121,15 @@ def adapt_stem(weight: np.ndarray, in_channels: int) -> tuple[np.ndarray, str]:
     raise ConversionError(
         f'stem has {c} input channels; only RGB stems can be adapted'
     )
+  grey = weight.sum(axis=1, keepdims=True)
   if in_channels == 1:
-    return weight.sum(axis=1, keepdims=True), '3 -> 1 channels (sum)'
-  reps = -(-in_channels // 3)
-  w = np.tile(weight, (1, reps, 1, 1))[:, :in_channels] * (3.0 / in_channels)
-  return w, f'3 -> {in_channels} channels (repeat x 3/{in_channels})'
+    return grey, '3 -> 1 channels (sum)'
+  if in_channels % 3 == 0:
+    reps = in_channels // 3
+    w = np.tile(weight, (1, reps, 1, 1)) / reps
+    return w, f'3 -> {in_channels} channels (RGB repeated, / {reps})'
+  w = np.repeat(grey, in_channels, axis=1) / in_channels
+  return w, f'3 -> {in_channels} channels (RGB sum / {in_channels})'
 
 
 def _torch_key(path: tuple[str, ...], collection: str, ndim: int) -> str:
