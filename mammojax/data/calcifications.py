@@ -254,8 +254,11 @@ def detect_calcifications(
       return _empty(np.zeros(image.shape, np.int32))
     median = np.median(values)
     sigma = _MAD_TO_SIGMA * np.median(np.abs(values - median))
+    if sigma == 0:
+      # Noise-free image: every positive response is signal.
+      median = 0.0
     high = max(median + threshold * sigma, min_contrast)
-    # A flat image has sigma = 0; never call its zero response a detection.
+    # Never call a zero response a detection.
     high = max(high, float(np.finfo(np.float32).eps))
     low = median + hysteresis * (high - median)
     labels, num = ndimage.label(response > low, _EIGHT)

@@ -135,6 +135,7 @@ def knn_graph(
   else:
     tree = cKDTree(pos)
     dist, _ = tree.query(pos, k=num_query)
+    dist = dist.reshape(n, -1)  # k=1 returns a 1-D array.
     # All points as close as the num_query-th one (ties included) are
     # candidates; the exact cut happens in _rank_and_cut.
     receivers, senders = _ball_candidates(tree, pos, dist[:, -1])

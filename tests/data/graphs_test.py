@@ -1,0 +1,329 @@
+"""Tests for mammojax.data.graphs: edge sets, Cartesian parity, padding."""
+
+import jraph
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from mammojax.data import graphs
+
+try:  # PyG's Cartesian is pure torch; its knn/radius need pyg-lib.
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch_geometric.data import Data  # pylint: disable=g-import-not-at-top
+  from torch_geometric.transforms import Cartesian  # pylint: disable=g-import-not-at-top
+except ImportError:  # pragma: no cover
+  torch = None
+
+
+def _brute_knn(pos, k, loop=False):
+  """Dense reference: k nearest by (distance, index), PyG edge direction."""
+  pos = np.asarray(pos, np.float64)
+  n = pos.shape[0]
+  diff = pos[None, :, :] - pos[:, None, :]
+  dist2 = (diff * diff).sum(-1)  # [receiver i, sender j]
+  edges = set()
+  for i in range(n):
+    cand = [j for j in range(n) if loop or j != i]
+    cand.sort(key=lambda j: (dist2[i, j], j))
+    edges.update((j, i) for j in cand[:k])
+  return edges
+
+
+def _brute_radius(pos, r, max_num_neighbors=None, loop=False):
+  pos = np.asarray(pos, np.float64)
+  n = pos.shape[0]
+  diff = pos[None, :, :] - pos[:, None, :]
+  dist2 = (diff * diff).sum(-1)
+  edges = set()
+  for i in range(n):
+    cand = [j for j in range(n) if (loop or j != i) and dist2[i, j] < r * r]
+    cand.sort(key=lambda j: (dist2[i, j], j))
+    edges.update((j, i) for j in cand[:max_num_neighbors])
+  return edges
+
+
+def _edge_set(senders, receivers):
+  return set(zip(senders.tolist(), receivers.tolist()))
+
+
+def _sample(n, seed, label=1, sid=None):
+  rng = np.random.default_rng(seed)
+  return {
+      "id": sid if sid is not None else f"s{seed}",
+      "nodes": {
+          "patches": rng.random((n, 14, 14), dtype=np.float32),
+          "coords": rng.random((n, 2), dtype=np.float32),
+          "label": rng.integers(-1, 5, n).astype(np.int32),
+      },
+      "label": label,
+  }
+
+
+class KnnRadiusTest(parameterized.TestCase):
+
+  @parameterized.product(n=[1, 2, 5, 40], k=[1, 4, 10], loop=[False, True])
+  def test_knn_matches_brute_force(self, n, k, loop):
+    pos = np.random.default_rng(n * 100 + k).random((n, 2)).astype(np.float32)
+    senders, receivers = graphs.knn_graph(pos, k, loop=loop)
+    self.assertEqual(senders.dtype, np.int32)
+    self.assertEqual(_edge_set(senders, receivers), _brute_knn(pos, k, loop))
+    self.assertLen(senders, n * min(k, n if loop else n - 1))
+
+  def test_knn_direction_is_neighbour_to_target(self):
+    pos = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])
+    senders, receivers = graphs.knn_graph(pos, 1)
+    # Node 2's nearest is node 1: edge 1 -> 2 (sender = neighbour).
+    self.assertEqual(
+        _edge_set(senders, receivers), {(1, 0), (0, 1), (1, 2)}
+    )
+
+  def test_knn_k_ge_n_connects_all(self):
+    pos = np.random.default_rng(0).random((4, 2))
+    senders, receivers = graphs.knn_graph(pos, 10)
+    self.assertEqual(
+        _edge_set(senders, receivers),
+        {(j, i) for i in range(4) for j in range(4) if i != j},
+    )
+
+  def test_duplicates_are_deterministic_and_index_ordered(self):
+    # Five copies of one point + one far point; k=2 must pick the two
+    # lowest-index copies (other than self).
+    pos = np.array([[0.5, 0.5]] * 5 + [[0.9, 0.9]], np.float32)
+    senders, receivers = graphs.knn_graph(pos, 2)
+    self.assertEqual(_edge_set(senders, receivers), _brute_knn(pos, 2))
+    got = {i: sorted(senders[receivers == i].tolist()) for i in range(6)}
+    self.assertEqual(got[0], [1, 2])
+    self.assertEqual(got[3], [0, 1])
+    self.assertEqual(got[5], [0, 1])
+    again = graphs.knn_graph(pos, 2)
+    np.testing.assert_array_equal(again[0], senders)
+    np.testing.assert_array_equal(again[1], receivers)
+    s2, r2 = graphs.radius_graph(pos, 0.1, max_num_neighbors=3)
+    self.assertEqual(_edge_set(s2, r2), _brute_radius(pos, 0.1, 3))
+
+  @parameterized.product(
+      n=[1, 3, 60], r=[0.0, 0.05, 0.2, 2.0], cap=[None, 4, 32],
+      loop=[False, True],
+  )
+  def test_radius_matches_brute_force(self, n, r, cap, loop):
+    pos = np.random.default_rng(n).random((n, 2)).astype(np.float32)
+    senders, receivers = graphs.radius_graph(
+        pos, r, max_num_neighbors=cap, loop=loop
+    )
+    want = _brute_radius(pos, r, cap, loop) if r > 0 else set()
+    self.assertEqual(_edge_set(senders, receivers), want)
+    if cap is not None and receivers.size:
+      self.assertLessEqual(np.bincount(receivers).max(), cap)
+
+  def test_radius_is_strict(self):
+    pos = np.array([[0.0, 0.0], [0.5, 0.0]])
+    self.assertEmpty(graphs.radius_graph(pos, 0.5)[0])
+    self.assertLen(graphs.radius_graph(pos, 0.5000001)[0], 2)
+
+  def test_cluster_without_radius_edges(self):
+    pos = np.array([[0.1, 0.1], [0.9, 0.9], [0.1, 0.9]], np.float32)
+    senders, receivers = graphs.radius_graph(pos, 0.01)
+    self.assertEqual(senders.shape, (0,))
+    self.assertEqual(receivers.shape, (0,))
+
+  def test_mm_to_normalised(self):
+    self.assertAlmostEqual(
+        graphs.radius_mm_to_normalised(
+            7.0, pixel_spacing_mm=0.07, image_shape=(1000, 400), axis="x"
+        ),
+        0.25,
+    )
+    self.assertAlmostEqual(
+        graphs.radius_mm_to_normalised(
+            7.0, pixel_spacing_mm=0.07, image_shape=(400, 400)
+        ),
+        0.25,
+    )
+
+
+@absltest.skipIf(torch is None, "torch_geometric not installed")
+class CartesianParityTest(parameterized.TestCase):
+
+  @parameterized.product(
+      seed=[0, 1, 2], norm=[True, False], max_value=[None, 0.7]
+  )
+  def test_matches_pyg(self, seed, norm, max_value):
+    rng = np.random.default_rng(seed)
+    pos = rng.random((30, 2), dtype=np.float32)
+    senders, receivers = graphs.knn_graph(pos, 4)
+    ours = graphs.cartesian(
+        pos, senders, receivers, norm=norm, max_value=max_value
+    )
+    data = Data(
+        pos=torch.from_numpy(pos),
+        edge_index=torch.from_numpy(
+            np.stack([senders, receivers]).astype(np.int64)
+        ),
+    )
+    ref = Cartesian(norm=norm, max_value=max_value)(data).edge_attr.numpy()
+    self.assertEqual(ours.dtype, np.float32)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
+
+  def test_sign_is_source_minus_target(self):
+    pos = np.array([[0.0, 0.0], [1.0, 2.0]], np.float32)
+    out = graphs.cartesian(pos, np.array([1]), np.array([0]), norm=False)
+    np.testing.assert_array_equal(out, [[1.0, 2.0]])
+
+  def test_all_zero_offsets_are_centre_not_nan(self):
+    pos = np.zeros((3, 2), np.float32)
+    s, r = graphs.knn_graph(pos, 2)
+    out = graphs.cartesian(pos, s, r)
+    np.testing.assert_array_equal(out, np.full((6, 2), 0.5, np.float32))
+
+
+class BuildAndBatchTest(parameterized.TestCase):
+
+  def test_build_sample_graphs(self):
+    sample = _sample(7, 0, label=3)
+    g = graphs.build_sample_graphs(sample, knn_k=4, radius=0.3)
+    self.assertEqual(set(g), {"knn", "radius"})
+    self.assertIs(g["knn"].nodes, g["radius"].nodes)
+    for t, gt in g.items():
+      self.assertEqual(gt.n_node.tolist(), [7])
+      self.assertEqual(gt.n_edge.tolist(), [gt.senders.shape[0]])
+      self.assertEqual(gt.edges.shape, (gt.senders.shape[0], 2))
+      self.assertEqual(gt.edges.dtype, np.float32)
+      self.assertEqual(gt.globals["label"].tolist(), [3], t)
+    self.assertLen(g["knn"].senders, 28)
+
+  def test_single_node_sample(self):
+    g = graphs.build_sample_graphs(_sample(1, 0), radius=0.5)
+    for gt in g.values():
+      self.assertEqual(gt.senders.shape, (0,))
+      self.assertEqual(gt.edges.shape, (0, 2))
+    budget = graphs.estimate_budget([g], 1)
+    batch = graphs.pad_batch([g], budget)
+    self.assertEqual(batch["knn"].n_node.tolist(), [1, budget.n_node - 1])
+    self.assertTrue(np.all(batch["knn"].senders == 1))
+
+  def test_bad_sample_errors(self):
+    with self.assertRaisesRegex(ValueError, "s9.*'label'.*rows"):
+      s = _sample(3, 9)
+      s["nodes"]["label"] = np.zeros(4, np.int32)
+      graphs.build_sample_graphs(s)
+    with self.assertRaisesRegex(ValueError, "unknown graph type"):
+      graphs.build_sample_graphs(_sample(3, 1), graph_types=("grid",))
+
+  def _check_padded(self, batch, budget, samples):
+    g0 = batch["knn"]
+    num = len(samples)
+    real_nodes = sum(s["knn"].n_node[0] for s in samples)
+    for t, g in batch.items():
+      self.assertIs(g.nodes, g0.nodes)
+      self.assertIs(g.globals, g0.globals)
+      self.assertEqual(g.nodes["patches"].shape, (budget.n_node, 14, 14))
+      self.assertEqual(g.nodes["coords"].shape, (budget.n_node, 2))
+      self.assertEqual(g.senders.shape, (budget.n_edge[t],))
+      self.assertEqual(g.edges.shape, (budget.n_edge[t], 2))
+      self.assertEqual(g.n_node.shape, (budget.n_graph,))
+      self.assertEqual(g.n_edge.shape, (budget.n_graph,))
+      self.assertEqual(g.n_node.sum(), budget.n_node)
+      self.assertEqual(g.n_edge.sum(), budget.n_edge[t])
+      # Same masks as jraph computes from the padded layout.
+      np.testing.assert_array_equal(
+          g.nodes["mask"], np.asarray(jraph.get_node_padding_mask(g))
+      )
+      np.testing.assert_array_equal(
+          g.globals["mask"], np.asarray(jraph.get_graph_padding_mask(g))
+      )
+      edge_mask = np.asarray(jraph.get_edge_padding_mask(g))
+      real_edges = sum(s[t].senders.shape[0] for s in samples)
+      self.assertEqual(edge_mask.sum(), real_edges)
+      # Padding edges: self-loops on the first padding node.
+      self.assertTrue(np.all(g.senders[~edge_mask] == real_nodes))
+      self.assertTrue(np.all(g.receivers[~edge_mask] == real_nodes))
+      # Real edges: offset into their own sample's node range.
+      offset, eoff = 0, 0
+      for s in samples:
+        e = s[t].senders.shape[0]
+        np.testing.assert_array_equal(
+            g.senders[eoff : eoff + e], s[t].senders + offset
+        )
+        np.testing.assert_array_equal(
+            g.receivers[eoff : eoff + e], s[t].receivers + offset
+        )
+        np.testing.assert_array_equal(
+            g.edges[eoff : eoff + e], s[t].edges
+        )
+        np.testing.assert_array_equal(
+            g.nodes["coords"][offset : offset + s[t].n_node[0]],
+            s[t].nodes["coords"],
+        )
+        offset += s[t].n_node[0]
+        eoff += e
+      self.assertTrue(np.all(g.nodes["patches"][real_nodes:] == 0))
+    self.assertEqual(g0.nodes["mask"].sum(), real_nodes)
+    self.assertEqual(g0.globals["mask"].sum(), num)
+    np.testing.assert_array_equal(
+        g0.globals["label"][:num], [s["knn"].globals["label"][0] for s in samples]
+    )
+
+  def test_pad_batch_invariants(self):
+    samples = [
+        graphs.build_sample_graphs(_sample(n, n, label=n % 5), radius=0.3)
+        for n in (3, 1, 8, 5)
+    ]
+    budget = graphs.estimate_budget(samples, 4, round_to=16)
+    self.assertEqual(budget.n_graph, 5)
+    batch = graphs.pad_batch(samples, budget)
+    self._check_padded(batch, budget, samples)
+
+  @parameterized.parameters("max", "mean")
+  def test_batch_iterator_epoch_covers_every_sample_once(self, strategy):
+    sizes = [1, 12, 3, 30, 2, 7, 1, 1, 18, 4, 9]
+    samples = [
+        graphs.build_sample_graphs(_sample(n, i, label=i % 5), radius=0.2)
+        for i, n in enumerate(sizes)
+    ]
+    budget = graphs.estimate_budget(
+        samples, 3, round_to=8, strategy=strategy
+    )
+    seen = []
+    for batch in graphs.batch_iterator(samples, budget, batch_size=3):
+      g = batch["knn"]
+      num = int(g.globals["mask"].sum())
+      self.assertBetween(num, 1, 3)
+      # Identify samples by their first coordinate.
+      starts = np.concatenate([[0], np.cumsum(g.n_node[:num])[:-1]])
+      seen.extend(g.nodes["coords"][starts, 0].tolist())
+      for t in budget.n_edge:
+        self.assertEqual(batch[t].senders.shape, (budget.n_edge[t],))
+    want = [s["knn"].nodes["coords"][0, 0] for s in samples]
+    self.assertEqual(seen, want)
+
+  def test_max_budget_gives_full_batches(self):
+    samples = [
+        graphs.build_sample_graphs(_sample(n, n), radius=0.2)
+        for n in [5, 40, 2, 33, 9, 1, 17]
+    ]
+    budget = graphs.estimate_budget(samples, 2, strategy="max")
+    counts = [
+        int(b["knn"].globals["mask"].sum())
+        for b in graphs.batch_iterator(samples, budget, batch_size=2)
+    ]
+    self.assertEqual(counts, [2, 2, 2, 1])
+
+  def test_over_budget_error_names_the_sample(self):
+    small = [graphs.build_sample_graphs(_sample(3, i)) for i in range(3)]
+    budget = graphs.estimate_budget(small, 1, round_to=1)
+    big = graphs.build_sample_graphs(_sample(50, 7))
+    with self.assertRaisesRegex(ValueError, r"sample 'P7/c0'.*50 nodes"):
+      list(
+          graphs.batch_iterator(
+              small + [big], budget, batch_size=1,
+              ids=["a", "b", "c", "P7/c0"],
+          )
+      )
+    with self.assertRaisesRegex(ValueError, r"sample 0 .*50 nodes"):
+      graphs.pad_batch([big], budget)
+    with self.assertRaisesRegex(ValueError, "holds 1"):
+      graphs.pad_batch(small[:2], budget)
+
+
+if __name__ == "__main__":
+  absltest.main()
