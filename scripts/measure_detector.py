@@ -63,7 +63,8 @@ def _synthetic_images(num, seed, overrides):
 
 def _blob_images(num, seed):
   sys.path.insert(0, ".")
-  from tests.data import calcifications_test  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from tests.data import calcifications_test
 
   for index in range(num):
     image, centres = calcifications_test.render_blobs(seed * 1000 + index)
@@ -122,8 +123,8 @@ def main(argv):
       "precision": round(precision, 4),
       "recall": round(recall, 4),
       "f1": round(f1, 4),
-      "detect_seconds_per_image": round(detect_seconds / max(len(shapes), 1), 3),
-      "generate_seconds_per_image": round(gen_seconds / max(len(shapes), 1), 3),
+      "detect_seconds_per_image": round(detect_seconds / len(shapes), 3),
+      "generate_seconds_per_image": round(gen_seconds / len(shapes), 3),
       "per_image": per_image,
   }, indent=1))
 

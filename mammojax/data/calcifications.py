@@ -310,7 +310,10 @@ def extract_patches(
   Returns:
     float32 `[n, size, size]`; patch `k` row `a`, column `b` is the image at
     `(y0 + a, x0 + b)` with `(x0, y0) = patch_origins(...)[k]`, or 0 where
-    that falls outside the image.
+    that falls outside the image. For a bounding-box centre this equals the
+    authors' `img[cy - 7:cy + 7, cx - 7:cx + 7]` with `cx = x + w // 2`
+    inside the image; at the borders they re-centre the clipped crop, here
+    it stays in place and the outside is zero.
   """
   image = np.asarray(image01, dtype=np.float32)
   if image.ndim != 2:
@@ -354,7 +357,10 @@ def node_labels_from_masks(
 
   Returns:
     int32 `[n]`: the label of the mask with the most pixels inside the patch
-    (ties -> the first mask), -1 where no mask touches the patch.
+    (ties -> the first mask), -1 where no mask touches the patch. (The
+    authors' code takes the largest label index among all touching masks and
+    0 = "not suspicious" where none touches; overlap is a label-order-free
+    choice, and -1 keeps unlabelled nodes out of the loss.)
   """
   origins = patch_origins(centers_xy, size)
   n = origins.shape[0]

@@ -516,7 +516,9 @@ def pad_batch(
 
   node_keys = [k for k in first[0].nodes if k != "mask"]
   nodes = {
-      key: pad_leading([g.nodes[key] for g in first], n_node, first[0].nodes[key])
+      key: pad_leading(
+          [g.nodes[key] for g in first], n_node, first[0].nodes[key]
+      )
       for key in node_keys
   }
   nodes["mask"] = node_mask

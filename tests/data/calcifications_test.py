@@ -111,7 +111,9 @@ class PatchesTest(parameterized.TestCase):
     comp = calcs.components_from_mask(mask)
     patch = calcs.extract_patches(image, comp.centers_xy, size=14)[0]
     cx, cy = 30 + 3 // 2, 20 + 4 // 2
-    np.testing.assert_array_equal(patch, image[cy - 7 : cy + 7, cx - 7 : cx + 7])
+    np.testing.assert_array_equal(
+        patch, image[cy - 7 : cy + 7, cx - 7 : cx + 7]
+    )
 
   def test_far_outside_and_empty(self):
     image = np.ones((5, 5), np.float32)
