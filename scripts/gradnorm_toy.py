@@ -18,7 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from mammojax.objectives import gradnorm_toy  # pylint: disable=g-import-not-at-top
+# pylint: disable-next=g-import-not-at-top
+from mammojax.objectives import gradnorm_toy
 
 
 def _summary(result: dict, every: int) -> dict:

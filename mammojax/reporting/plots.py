@@ -234,10 +234,10 @@ def draw_graph_on_image(
 ) -> pathlib.Path:
   """Calcification graph over its mammogram crop.
 
-  Edges are grey lines; each node is a dot filled with its predicted class
-  colour (grey for ``-1``) inside a ring of its true class colour (no ring
-  for unknown, ``-1``, true labels). The figure is ``width_inches`` wide and as tall as the
-  image aspect requires (the axes fill the figure).
+  Edges are pale yellow lines; each node is a dot filled with its predicted
+  class colour (grey for ``-1``) inside a ring of its true class colour (no
+  ring for unknown, ``-1``, true labels). The figure is ``width_inches``
+  wide and as tall as the image aspect requires (the axes fill the figure).
 
   Args:
     image01: float `[H, W]` in `[0, 1]`, bright = dense.

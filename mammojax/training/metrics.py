@@ -38,7 +38,7 @@ def _as_labels(y_true: np.ndarray) -> np.ndarray:
 def _columns(
     y_true: np.ndarray, probs: np.ndarray, labels: Sequence[Any] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Validates inputs; returns `(y as column indices [n], probs [n, C], labels)`."""
+  """Validates; returns `(column index of each y [n], probs [n, C], labels)`."""
   y = _as_labels(y_true)
   probs = np.asarray(probs, np.float64)
   if probs.ndim != 2 or probs.shape[0] != y.shape[0]:
@@ -156,7 +156,8 @@ def ovr_auc(
   cols, _, _ = _columns(y_true, probs, labels)
   if np.unique(cols).shape[0] < 2:
     return None
-  aucs = [a for a in per_class_auc(y_true, probs, labels=labels) if a is not None]
+  aucs = per_class_auc(y_true, probs, labels=labels)
+  aucs = [a for a in aucs if a is not None]
   return float(np.mean(aucs))
 
 
