@@ -243,7 +243,9 @@ def _int_or_none(value: str) -> int | None:
     return None
 
 
-def find_csv_files(manual_dir: common.PathLike) -> dict[tuple[str, str], pathlib.Path]:
+def find_csv_files(
+  manual_dir: common.PathLike,
+) -> dict[tuple[str, str], pathlib.Path]:
   """Locates the case-description CSVs; raises if there is none.
 
   Returns:

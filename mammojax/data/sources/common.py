@@ -119,7 +119,7 @@ class BuildReport:
 
   def total(self, label: str, value: str, split: str | None = None) -> int:
     """Count of `label == value`, over one split or over all splits."""
-    splits = [split or 'none'] if split is not None else self.label_counts
+    splits = [split] if split is not None else list(self.label_counts)
     return sum(
       self.label_counts.get(s, {}).get(label, {}).get(value, 0)
       for s in splits
@@ -145,7 +145,9 @@ def finish(
   return records, report
 
 
-def require_dir(manual_dir: PathLike, dataset: str, expected: str) -> pathlib.Path:
+def require_dir(
+  manual_dir: PathLike, dataset: str, expected: str
+) -> pathlib.Path:
   """Returns `manual_dir` as a Path, or raises naming what was expected."""
   path = pathlib.Path(manual_dir)
   if not path.is_dir():
@@ -176,7 +178,9 @@ def find_files(
   return sorted(found)
 
 
-def iter_files(root: pathlib.Path, suffixes: Sequence[str]) -> Iterator[pathlib.Path]:
+def iter_files(
+  root: pathlib.Path, suffixes: Sequence[str]
+) -> Iterator[pathlib.Path]:
   """All files under `root` whose suffix (case-insensitive) is in `suffixes`."""
   wanted = {s.lower() for s in suffixes}
   for dirpath, dirnames, filenames in os.walk(root):

@@ -38,9 +38,9 @@ Policies:
 
 from __future__ import annotations
 
+import pathlib
 import plistlib
 import re
-import pathlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
