@@ -63,7 +63,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.model.dropout = 0.1
   config.model.fusion = "attention"  # attention | concat | mean.
   config.model.num_heads = 1
-  config.model.graph_head_attention = True
   config.model.node_input = "patches"  # patches | features.
 
   # Tasks and objectives.

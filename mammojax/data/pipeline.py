@@ -19,11 +19,9 @@ from typing import Any, Iterator, Optional, Sequence
 from absl import logging
 import ml_collections
 import numpy as np
-from sklearn import model_selection
 import tensorflow_datasets as tfds
 
 from mammojax.data import graphs as graphs_lib
-from mammojax.data.builders import calcification_graphs  # Registers builders.
 
 _BUILDERS = {
     "synthetic_calcifications": "synthetic_calcifications",
@@ -50,6 +48,9 @@ def prepare_builder(dataset_config: ml_collections.ConfigDict):
   kwargs = {}
   if dataset_config.get("builder_config"):
     kwargs["config"] = dataset_config.builder_config
+  # Importing the module registers the builders with TFDS.
+  from mammojax.data.builders import calcification_graphs  # pylint: disable=g-import-not-at-top,unused-import
+
   builder = tfds.builder(_BUILDERS[name], data_dir=data_dir, **kwargs)
   download_config = None
   if dataset_config.get("manual_dir"):
@@ -101,6 +102,35 @@ def load_examples(
   return examples, info
 
 
+def stratified_group_folds(
+    patient_ids: Sequence[str], labels: Sequence[int], num_folds: int,
+    seed: int,
+) -> np.ndarray:
+  """Assigns every example a fold in ``0..num_folds-1``, patient-wise.
+
+  Patients are grouped by their most frequent label (stratification), each
+  group is shuffled with ``seed`` and dealt round-robin into the folds, with
+  the deal continuing across groups so that fold sizes stay balanced. All
+  examples of a patient share a fold.
+  """
+  patient_ids = np.asarray(patient_ids)
+  labels = np.asarray(labels)
+  patients = sorted(set(patient_ids.tolist()))
+  majority = {}
+  for p in patients:
+    values, counts = np.unique(labels[patient_ids == p], return_counts=True)
+    majority[p] = int(values[np.argmax(counts)])
+  rng = np.random.default_rng(seed)
+  fold_of = {}
+  position = 0
+  for label in sorted(set(majority.values())):
+    group = [p for p in patients if majority[p] == label]
+    for p in rng.permutation(np.asarray(group, dtype=object)).tolist():
+      fold_of[p] = position % num_folds
+      position += 1
+  return np.asarray([fold_of[p] for p in patient_ids.tolist()], np.int64)
+
+
 def patient_splits(
     patient_ids: Sequence[str],
     labels: Sequence[int],
@@ -140,20 +170,22 @@ def patient_splits(
     raise ValueError(
         f"config.dataset.fold={fold}: expected 0..{num_folds - 1}"
     )
+  for name, value in (("val_fraction", val_fraction),
+                      ("test_fraction", test_fraction)):
+    if not 0.0 <= value < 1.0:
+      raise ValueError(
+          f"config.dataset.{name}={value}: expected a fraction in [0, 1)"
+      )
 
   def carve(idx, fraction, salt):
     """Splits ``idx`` by patients; returns (rest, held_out)."""
-    if fraction <= 0 or len(np.unique(patient_ids[idx])) < 2:
+    if fraction <= 0 or len(idx) == 0:
       return idx, idx[:0]
-    n_splits = max(2, int(round(1.0 / fraction)))
-    n_splits = min(n_splits, len(np.unique(patient_ids[idx])))
-    splitter = model_selection.StratifiedGroupKFold(
-        n_splits=n_splits, shuffle=True, random_state=seed + salt
+    k = max(2, int(round(1.0 / fraction)))
+    folds = stratified_group_folds(
+        patient_ids[idx], labels[idx], k, seed + salt
     )
-    rest, held = next(
-        splitter.split(idx, labels[idx], groups=patient_ids[idx])
-    )
-    return idx[rest], idx[held]
+    return idx[folds != 0], idx[folds == 0]
 
   if fixed_test is not None:
     test = index[fixed_test]
@@ -169,12 +201,10 @@ def patient_splits(
   else:
     rest, test = carve(index, test_fraction, 0)
   if num_folds > 1:
-    splitter = model_selection.StratifiedGroupKFold(
-        n_splits=num_folds, shuffle=True, random_state=seed + 1
+    folds = stratified_group_folds(
+        patient_ids[rest], labels[rest], num_folds, seed + 1
     )
-    folds = list(splitter.split(rest, labels[rest], groups=patient_ids[rest]))
-    train_pos, val_pos = folds[fold]
-    train, val = rest[train_pos], rest[val_pos]
+    train, val = rest[folds != fold], rest[folds == fold]
   else:
     train, val = carve(rest, val_fraction, 1)
   return {
@@ -185,7 +215,7 @@ def patient_splits(
 
 
 def _sample_arrays(example: dict[str, Any]) -> dict[str, Any]:
-  """Node/global arrays of one example in the graphs-module layout."""
+  """Node arrays and graph label of one example for ``graphs``."""
   return {
       "id": example["example_id"],
       "nodes": {
@@ -193,7 +223,17 @@ def _sample_arrays(example: dict[str, Any]) -> dict[str, Any]:
           "coords": np.asarray(example["coords"], np.float32),
           "label": np.asarray(example["morphology"], np.int32),
       },
-      "globals": {"label": np.int32(example["distribution"])},
+      "label": int(example["distribution"]),
+  }
+
+
+def _all_padding_like(batch: dict[str, Any]) -> dict[str, Any]:
+  """A copy of ``batch`` whose every node and graph is masked out."""
+  first = next(iter(batch.values()))
+  nodes = dict(first.nodes, mask=np.zeros_like(first.nodes["mask"]))
+  globals_ = dict(first.globals, mask=np.zeros_like(first.globals["mask"]))
+  return {
+      t: g._replace(nodes=nodes, globals=globals_) for t, g in batch.items()
   }
 
 
@@ -269,7 +309,7 @@ class GraphData:
         group = []
     if group:
       while len(group) < num_devices:
-        group.append(graphs_lib.pad_batch([], self.budget))
+        group.append(_all_padding_like(group[0]))
       yield parallel.stack_batches(group)
 
   def train_batches(self, epoch: int, *, num_devices: int = 1):

@@ -174,9 +174,18 @@ def _flat_scalars(prefix: str, results: dict[str, Any]) -> dict[str, float]:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    examples_and_info: Optional[tuple[list[dict[str, Any]], dict]] = None,
 ) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming if possible) and tests it.
+
+  Args:
+    config: the experiment configuration.
+    workdir: where checkpoints, metrics, results and the report go.
+    examples_and_info: already loaded examples (tests, notebooks); by default
+      they are read from the TFDS dataset of ``config.dataset``.
 
   Returns:
     The final results (also written to ``workdir/results.json``).
@@ -191,7 +200,9 @@ def train_and_evaluate(
       jax.process_index(), jax.process_count(), num_devices,
       devices[0].platform,
   )
-  data = pipeline.create_graph_data(config, num_devices=num_devices)
+  data = pipeline.create_graph_data(
+      config, num_devices=num_devices, examples_and_info=examples_and_info
+  )
   vocabularies = data.vocabularies
   num_classes = {
       t: len(vocabularies[_TASK_FIELDS[t]]) for t in ("node", "graph")

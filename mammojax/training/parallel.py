@@ -49,8 +49,16 @@ def stack_batches(batches: Sequence[Any]) -> Any:
 
 
 def replicate(tree: Any, devices: Sequence[Any]) -> Any:
-  """Puts one copy of ``tree`` on every device (leading device axis)."""
-  return jax.device_put_replicated(tree, list(devices))
+  """One copy of ``tree`` per device on a new leading axis (pmap input).
+
+  The first pmapped call places the copies on their devices; the state it
+  returns stays there.
+  """
+  n = len(devices)
+  host = jax.device_get(tree)
+  return jax.tree_util.tree_map(
+      lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), host
+  )
 
 
 def unreplicate(tree: Any) -> Any:

@@ -1,0 +1,142 @@
+"""The end-of-run report of a graph experiment: figures + ``report.md``.
+
+Written into the workdir next to ``results.json``: ROC curves and confusion
+matrices of both tasks on the test split, the GradNorm task-weight
+trajectory (from ``metrics.jsonl``), and a few test graphs drawn over their
+mammogram crops with predicted vs true morphology.
+"""
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from mammojax.reporting import plots
+from mammojax.reporting import report as report_lib
+
+_TASK_FIELDS = {"node": "morphology", "graph": "distribution"}
+_TASK_TITLES = {"node": "morphology (node task)",
+                "graph": "distribution (graph task)"}
+
+
+def _trajectory(workdir: str, tasks) -> tuple[np.ndarray, np.ndarray]:
+  steps, weights = [], []
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return np.zeros(0), np.zeros((0, len(tasks)))
+  with open(path) as f:
+    for line in f:
+      record = json.loads(line)
+      keys = [f"train/weight_{t}" for t in tasks]
+      if all(k in record for k in keys):
+        steps.append(record["step"])
+        weights.append([record[k] for k in keys])
+  return np.asarray(steps), np.asarray(weights).reshape(-1, len(tasks))
+
+
+def _per_sample_nodes(raw: dict[str, np.ndarray], sizes: list[int]):
+  """Splits the real nodes of an evaluated split back into samples."""
+  mask = raw["node_mask"]
+  probs = raw["node_probs"][mask]
+  bounds = np.cumsum([0] + sizes)
+  return [probs[bounds[i] : bounds[i + 1]] for i in range(len(sizes))]
+
+
+def write_run_report(
+    workdir: str,
+    config: Any,
+    data: Any,
+    results: dict[str, Any],
+    raw_outputs: dict[str, dict[str, np.ndarray]],
+) -> str:
+  """Writes figures and ``report.md``; returns the report's path."""
+  fig_dir = os.path.join(workdir, "figures")
+  os.makedirs(fig_dir, exist_ok=True)
+  figures: dict[str, str] = {}
+  split = "test" if "test" in raw_outputs else "val"
+  raw = raw_outputs.get(split, {})
+  for task in config.tasks:
+    if f"{task}_probs" not in raw:
+      continue
+    names = list(data.vocabularies[_TASK_FIELDS[task]])
+    mask = raw[f"{task}_mask"] & (raw[f"{task}_labels"] >= 0)
+    y, p = raw[f"{task}_labels"][mask], raw[f"{task}_probs"][mask]
+    if len(y) == 0:
+      continue
+    roc = os.path.join(fig_dir, f"roc_{task}.png")
+    plots.plot_roc_curves(y, p, names, roc, f"ROC, {_TASK_TITLES[task]}, {split}")
+    figures[f"ROC curves, {_TASK_TITLES[task]}"] = os.path.relpath(roc, workdir)
+    cm = np.asarray(results[split][task]["confusion_matrix"])
+    cm_path = os.path.join(fig_dir, f"confusion_{task}.png")
+    plots.plot_confusion_matrix(cm, names, cm_path, normalize="true")
+    figures[f"Confusion matrix, {_TASK_TITLES[task]}"] = os.path.relpath(
+        cm_path, workdir
+    )
+  steps, weights = _trajectory(workdir, config.tasks)
+  if len(steps) and config.gradnorm.enabled and len(config.tasks) > 1:
+    path = os.path.join(fig_dir, "gradnorm_weights.png")
+    plots.plot_task_weights(steps, weights, list(config.tasks), path)
+    figures["GradNorm task weights"] = os.path.relpath(path, workdir)
+  if "node_probs" in raw:
+    indices = list(data.splits[split])
+    sizes = [len(data.examples[i]["morphology"]) for i in indices]
+    per_sample = _per_sample_nodes(raw, sizes)
+    names = list(data.vocabularies["morphology"])
+    graph_type = config.graph.types[0]
+    for k, (i, probs) in enumerate(zip(indices, per_sample)):
+      if k >= config.num_report_graphs:
+        break
+      ex = data.examples[i]
+      crop = np.asarray(ex["crop"], np.float32) / 255.0
+      box = np.asarray(ex["crop_box"], np.float32)
+      scale = crop.shape[1] / max(box[2] - box[0], 1e-6)
+      xy = (np.asarray(ex["centers_xy"]) - box[:2]) * scale
+      g = data.sample_graphs[i][graph_type]
+      safe_id = ex["example_id"].replace("/", "_")
+      path = os.path.join(fig_dir, f"graph_{safe_id}.png")
+      plots.draw_graph_on_image(
+          crop,
+          xy,
+          np.asarray(g.senders),
+          np.asarray(g.receivers),
+          np.asarray(ex["morphology"]),
+          probs.argmax(-1),
+          names,
+          path,
+          f"{ex['example_id']} ({graph_type} graph)",
+      )
+      figures[f"Test graph {ex['example_id']}"] = os.path.relpath(
+          path, workdir
+      )
+  tasks = {}
+  for name in ("test", "val"):
+    for task in config.tasks:
+      if task in results.get(name, {}):
+        tasks[f"{_TASK_TITLES[task]}, {name}"] = results[name][task]
+  report = {
+      "title": f"{config.method} run report",
+      "run": {
+          "workdir": os.path.abspath(workdir),
+          "dataset": f"{config.dataset.name}/{config.dataset.builder_config}",
+          "tasks": ", ".join(config.tasks),
+          "graph types": ", ".join(config.graph.types),
+          "layers": config.model.num_layers,
+          "hidden size": config.model.hidden_size,
+          "fusion": config.model.fusion,
+          "GradNorm": bool(config.gradnorm.enabled and len(config.tasks) > 1),
+          "best epoch": results.get("meta", {}).get("best_epoch"),
+          "examples (train/val/test)": "/".join(
+              str(results.get("splits", {}).get(k, 0))
+              for k in ("train", "val", "test")
+          ),
+          "train graphs/s": results.get("timing", {}).get(
+              "train_graphs_per_second"
+          ),
+      },
+      "tasks": tasks,
+      "build report": results.get("build_report", {}),
+  }
+  path = os.path.join(workdir, "report.md")
+  report_lib.write_markdown_report(path, report, figures)
+  return path
