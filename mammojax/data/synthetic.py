@@ -242,6 +242,11 @@ def plan_dataset(
   """
   if num_images < 1:
     raise ValueError(f"num_images must be >= 1, got {num_images}")
+  if num_patients is not None and not (
+      num_patients <= num_images <= 2 * num_patients):
+    raise ValueError(
+        f"{num_images} images from {num_patients} patients: each patient has "
+        "1 or 2 images (one breast, CC and/or MLO)")
   specs, p = [], 0
   while len(specs) < num_images:
     count = _images_of_patient(config, seed, p)
@@ -397,7 +402,7 @@ def _view_geometry(
   rng = _rng(seed, _OUTLINE, patient, _VIEW_CODE[view])
   if view == "CC":
     yc = height * rng.uniform(0.46, 0.54)
-    b_up = b_down = height * height_frac
+    b_up = b_down = height * min(height_frac, 0.42)
     depth = width * depth_frac * rng.uniform(0.97, 1.03)
   else:
     yc = height * rng.uniform(0.5, 0.58)
@@ -438,6 +443,7 @@ class _CalcShape:
   half_extent: float
   blur: float
   contrast: float
+  diameter: float  # greatest dimension, mm
 
 
 def _rotate(x, y, theta):
@@ -504,13 +510,13 @@ def _calc_shape(
     a, b = d / 2, d / 2 * rng.uniform(0.87, 1.0)
     inside = lambda x, y: (lambda u, v: (u / a) ** 2 + (v / b) ** 2 <= 1.0)(
         *_rotate(x, y, theta))
-    return _CalcShape(inside, a, 0.0, 1.0)
+    return _CalcShape(inside, a, 0.0, 1.0, 2 * a)
   if morphology == "amorphous":
     d = rng.uniform(0.1, 0.3)
     a, b = d / 2, d / 2 * rng.uniform(0.7, 1.0)
     inside = lambda x, y: (lambda u, v: (u / a) ** 2 + (v / b) ** 2 <= 1.0)(
         *_rotate(x, y, theta))
-    return _CalcShape(inside, a, rng.uniform(0.04, 0.07), 0.9)
+    return _CalcShape(inside, a, rng.uniform(0.04, 0.07), 0.9, 2 * a)
   if morphology == "coarse_heterogeneous":
     k = rng.integers(3, 7)
     centres = rng.normal(0.0, 0.12, (k, 2))
@@ -529,7 +535,7 @@ def _calc_shape(
       for (cx, cy), r in zip(centres, radii):
         out |= (u - cx) ** 2 + (v - cy) ** 2 <= r * r
       return out
-    return _CalcShape(inside, half, 0.0, 1.0)
+    return _CalcShape(inside, half, 0.0, 1.0, _feret(pts * scale))
   if morphology == "fine_pleomorphic":
     k = rng.integers(3, 8)
     angles = np.sort(rng.uniform(0, 2 * np.pi, k))
@@ -544,7 +550,7 @@ def _calc_shape(
     def inside(x, y):
       u, v = _rotate(x, y, theta)
       return _point_in_polygon(u, v, poly)
-    return _CalcShape(inside, half, 0.0, 1.1)
+    return _CalcShape(inside, half, 0.0, 1.1, _feret(poly))
   if morphology == "fine_linear_branching":
     width = rng.uniform(0.08, 0.2)
     length = rng.uniform(0.6, 1.8)
@@ -560,7 +566,8 @@ def _calc_shape(
     def inside(x, y):
       u, v = _rotate(x, y, theta)
       return _segment_distance(u, v, segs) <= width / 2
-    return _CalcShape(inside, half, 0.0, 1.3)
+    ends = segs.reshape(-1, 2)
+    return _CalcShape(inside, half, 0.0, 1.3, _feret(ends) + width)
   raise ValueError(f"unknown morphology {morphology!r}; known: "
                    f"{list(MORPHOLOGIES)}")
 
@@ -571,7 +578,7 @@ def _render_calc(shape: _CalcShape, cx: float, cy: float, spacing: float,
 
   Returns:
     (row0, col0, path [n, n] mm of calcification per pixel, mask [n, n],
-    greatest dimension in mm).
+    greatest dimension of the shape in mm).
   """
   sub_mm = spacing / q
   half = int(math.ceil((shape.half_extent + 3 * shape.blur) / spacing)) + 2
@@ -598,9 +605,7 @@ def _render_calc(shape: _CalcShape, cx: float, cy: float, spacing: float,
     sizes = ndimage.sum(mask, labels, range(1, count + 1))
     mask = labels == 1 + int(np.argmax(sizes))
   mask = ndimage.binary_fill_holes(mask)
-  rr, cc = np.nonzero(solid)
-  diameter = _feret(np.stack([xs[cc], ys[rr]], 1)) + sub_mm
-  return r0, c0, path_px, mask, diameter
+  return r0, c0, path_px, mask, shape.diameter
 
 
 def trace_contour(mask: np.ndarray) -> np.ndarray:
@@ -1105,7 +1110,8 @@ def apply_windowing(
 
 def _largest_square(ok: np.ndarray) -> tuple[int, int, int]:
   """(row0, col0, size) of a large square inside boolean mask `ok`."""
-  cheb = ndimage.distance_transform_cdt(ok, metric="chessboard")
+  cheb = ndimage.distance_transform_cdt(np.pad(ok, 1), metric="chessboard")
+  cheb = cheb[1:-1, 1:-1]
   r, c = np.unravel_index(int(np.argmax(cheb)), cheb.shape)
   half = int(cheb[r, c]) - 1
   return r - half, c - half, 2 * half + 1
@@ -1279,13 +1285,17 @@ def generate_image(
 
   # A square of plain parenchyma (T = 1, full glandular envelope, no muscle)
   # for measuring beta.
-  ok = (dist_l >= config.edge_falloff_mm + 2.0) & (
-      dist_l >= config.subcutaneous_fat_mm[1] + 2.0)
-  if geo.pect is not None:
-    yl = (np.arange(ok.shape[0]) * factor + (factor - 1) / 2) * s
-    xl = (np.arange(ok.shape[1]) * factor + (factor - 1) / 2) * s
-    ok &= xl[None, :] > geo.pect_x(yl)[:, None] + 8.0
-  r0, c0, size = _largest_square(ok)
+  # Small breasts (breast_scale < 1) fall back to a shallower margin.
+  for margin in (1.0, 0.6, 0.3):
+    ok = dist_l >= margin * (max(config.edge_falloff_mm,
+                                 config.subcutaneous_fat_mm[1]) + 2.0)
+    if geo.pect is not None:
+      yl = (np.arange(ok.shape[0]) * factor + (factor - 1) / 2) * s
+      xl = (np.arange(ok.shape[1]) * factor + (factor - 1) / 2) * s
+      ok &= xl[None, :] > geo.pect_x(yl)[:, None] + 8.0 * margin
+    r0, c0, size = _largest_square(ok)
+    if size * factor * s >= 30.0:
+      break
   r0, c0, size = r0 * factor, c0 * factor, size * factor
   if flip:
     c0 = cols - c0 - size
