@@ -4,7 +4,8 @@ Detections are matched one-to-one to annotated calcification centres within
 `--tol_mm` (closest pairs first). Sources:
 
 * `--source=synthetic`: `mammojax.data.synthetic.generate_image` images
-  (display image, annotated `center_xy`), breast ROI = display > 0.
+  (display image, annotated `center_xy`), ROI = the breast mask minus a
+  1 mm margin at the skin line.
 * `--source=blobs`: the small textured blob renderer of the unit test.
 
 Run from the repository root, e.g.
@@ -27,9 +28,13 @@ _SOURCE = flags.DEFINE_enum("source", "synthetic", ["synthetic", "blobs"], "")
 _NUM = flags.DEFINE_integer("num_images", 8, "Images to generate.")
 _SEED = flags.DEFINE_integer("seed", 0, "Generator seed.")
 _TOL = flags.DEFINE_float("tol_mm", 0.5, "Matching tolerance in mm.")
-_THRESHOLD = flags.DEFINE_float("threshold", 8.0, "Detector threshold.")
+_THRESHOLD = flags.DEFINE_float(
+    "threshold", None, "Detector threshold (default: the library's)."
+)
 _METHOD = flags.DEFINE_enum("method", "mad", ["mad", "authors"], "")
-_TOPHAT = flags.DEFINE_float("tophat_diameter_mm", 1.0, "Top-hat diameter.")
+_TOPHAT = flags.DEFINE_float(
+    "tophat_diameter_mm", None, "Top-hat diameter (default: the library's)."
+)
 _OVERRIDES = flags.DEFINE_string(
     "overrides", "", "SyntheticConfig overrides as JSON, e.g. "
     '\'{"breast_scale": 0.5}\'.'
@@ -57,7 +62,13 @@ def _synthetic_images(num, seed, overrides):
         [_get(c, "center_xy") for c in _get(annotation, "calcifications", [])],
         np.float64,
     ).reshape(-1, 2)
-    roi = ndimage.binary_erosion(display > 0, iterations=3)
+    breast = _get(image, "breast_mask")
+    if breast is None:
+      breast = display > 0
+    # Keep a ~1 mm margin from the skin line, whose edge is not a calcification.
+    roi = ndimage.binary_erosion(
+        np.asarray(breast, bool), iterations=max(1, int(round(1.0 / spacing)))
+    )
     yield display, centres, spacing, roi
 
 
@@ -78,6 +89,11 @@ def main(argv):
     images = _synthetic_images(_NUM.value, _SEED.value, overrides)
   else:
     images = _blob_images(_NUM.value, _SEED.value)
+  options = {"method": _METHOD.value}
+  if _THRESHOLD.value is not None:
+    options["threshold"] = _THRESHOLD.value
+  if _TOPHAT.value is not None:
+    options["tophat_diameter_mm"] = _TOPHAT.value
   tp = fp = fn = 0
   per_image, detect_seconds, gen_seconds, shapes = [], 0.0, 0.0, []
   start = time.perf_counter()
@@ -85,12 +101,7 @@ def main(argv):
     gen_seconds += time.perf_counter() - start
     t0 = time.perf_counter()
     det = calcs.detect_calcifications(
-        image,
-        pixel_spacing_mm=spacing,
-        roi_mask=roi,
-        method=_METHOD.value,
-        threshold=_THRESHOLD.value,
-        tophat_diameter_mm=_TOPHAT.value,
+        image, pixel_spacing_mm=spacing, roi_mask=roi, **options
     )
     detect_seconds += time.perf_counter() - t0
     m = calcs.match_to_annotations(
@@ -113,9 +124,7 @@ def main(argv):
   f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
   print(json.dumps({
       "source": _SOURCE.value,
-      "method": _METHOD.value,
-      "threshold": _THRESHOLD.value,
-      "tophat_diameter_mm": _TOPHAT.value,
+      "options": options,
       "tol_mm": _TOL.value,
       "num_images": len(per_image),
       "image_shapes": sorted(set(shapes)),

@@ -10,9 +10,12 @@ The detector follows the authors' recipe (white top-hat + background
 subtraction + threshold) in two flavours:
 
 * `method="mad"` (default): white top-hat with a disk footprint of
-  `tophat_diameter_mm`, thresholded at `threshold` robust standard
-  deviations (1.4826 * MAD) of the top-hat response inside the breast. The
-  top-hat *is* the background subtraction (image minus its opening).
+  `tophat_diameter_mm` (the top-hat *is* the background subtraction: image
+  minus its opening), divided by a locally estimated robust level of the
+  background response (a high percentile of the top-hat response per
+  `background_block_mm` tile inside the breast, so dense textured tissue and
+  noisier regions get a higher level), then seeded at `threshold` times
+  that level and grown with hysteresis.
 * `method="authors"`: the authors' 8-bit recipe (5x5 elliptical kernel,
   `src + tophat - blackhat - dilate`, fixed threshold 40 of 255), with
   saturating uint8 arithmetic as in OpenCV.
@@ -31,8 +34,8 @@ from scipy.spatial import cKDTree
 
 # 8-connectivity for foreground components (OpenCV `findContours` semantics).
 _EIGHT = np.ones((3, 3), dtype=bool)
-# MAD -> standard deviation for Gaussian noise.
-_MAD_TO_SIGMA = 1.4826
+# A block needs this fraction of ROI pixels for its own background estimate.
+_MIN_BLOCK_FILL = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +158,64 @@ def disk(diameter_px: float) -> np.ndarray:
   return xx * xx + yy * yy <= radius * radius
 
 
+def _interp_matrix(length: int, block: int, num_blocks: int) -> np.ndarray:
+  """`[length, num_blocks]` linear interpolation from block centres."""
+  pos = (np.arange(length) + 0.5) / block - 0.5
+  pos = np.clip(pos, 0, num_blocks - 1)
+  lo = np.floor(pos).astype(np.int64)
+  hi = np.minimum(lo + 1, num_blocks - 1)
+  frac = pos - lo
+  out = np.zeros((length, num_blocks))
+  out[np.arange(length), lo] += 1 - frac
+  out[np.arange(length), hi] += frac
+  return out
+
+
+def local_background_scale(
+    response: np.ndarray, roi: np.ndarray, block: int, quantile: float = 90.0
+) -> np.ndarray:
+  """Per-pixel robust background level of a non-negative response.
+
+  The `quantile` (percent) of `response` over the ROI pixels of each
+  `block x block` tile (tiles with under a quarter ROI take their nearest
+  valid tile), bilinearly interpolated between tile centres and floored at
+  the same quantile over the whole ROI. Calcifications cover a few percent
+  of a tile at most, so the level reflects texture and noise only.
+
+  Args:
+    response: float `[H, W]`.
+    roi: bool `[H, W]`.
+    block: tile side in pixels.
+    quantile: percentile of the tile's responses (50 = MAD about zero).
+
+  Returns:
+    float64 `[H, W]`.
+  """
+  height, width = response.shape
+  block = max(int(block), 1)
+  rows, cols = -(-height // block), -(-width // block)
+  tiles = np.full((rows * block, cols * block), np.nan)
+  tiles[:height, :width] = np.where(roi, response, np.nan)
+  tiles = tiles.reshape(rows, block, cols, block).transpose(0, 2, 1, 3)
+  tiles = tiles.reshape(rows, cols, block * block)
+  valid = np.isfinite(tiles).sum(-1) >= _MIN_BLOCK_FILL * block * block
+  floor = float(np.percentile(response[roi], quantile)) if roi.any() else 0.0
+  if not valid.any():
+    return np.full(response.shape, floor)
+  medians = np.zeros((rows, cols))
+  medians[valid] = np.nanpercentile(tiles[valid], quantile, axis=-1)
+  nearest = ndimage.distance_transform_edt(
+      ~valid, return_distances=False, return_indices=True
+  )
+  medians = medians[tuple(nearest)]
+  scale = (
+      _interp_matrix(height, block, rows)
+      @ medians
+      @ _interp_matrix(width, block, cols).T
+  )
+  return np.maximum(scale, floor)
+
+
 def _authors_response(image01: np.ndarray) -> np.ndarray:
   """The authors' 8-bit enhancement (OpenCV saturating uint8 arithmetic)."""
   src = np.round(np.clip(image01, 0.0, 1.0) * 255.0).astype(np.int32)
@@ -185,7 +246,9 @@ def detect_calcifications(
     method: str = "mad",
     tophat_diameter_mm: float = 1.0,
     smoothing_sigma_px: float = 0.7,
-    threshold: float = 8.0,
+    background_block_mm: float = 8.0,
+    background_quantile: float = 90.0,
+    threshold: float = 3.0,
     hysteresis: float = 0.5,
     min_contrast: float = 0.0,
     min_area_px: int = 2,
@@ -197,7 +260,9 @@ def detect_calcifications(
     image01: float `[H, W]` image in `[0, 1]`, bright = dense.
     pixel_spacing_mm: isotropic pixel size in mm (sets the footprint size).
     roi_mask: optional bool `[H, W]`; detections outside it are discarded and
-      the noise level is estimated inside it (e.g. the breast mask).
+      the background level is estimated inside it (e.g. the breast mask,
+      eroded ~1 mm so the skin line is not a detection). Default: all
+      non-zero pixels of the image.
     method: `"mad"` (robust-sigma threshold of the top-hat response) or
       `"authors"` (the authors' 8-bit recipe; `threshold` is then in 8-bit
       grey levels, use 40 as they do).
@@ -205,15 +270,20 @@ def detect_calcifications(
       wider than this are treated as background (`"mad"` only).
     smoothing_sigma_px: Gaussian pre-smoothing that suppresses pixel noise
       before the top-hat (`"mad"` only; 0 disables it).
-    threshold: `"mad"`: seed level, in robust sigmas (1.4826 * MAD) above
-      the median of the response's local maxima (the maxima are dominated
-      by background texture and noise, so this adapts to both);
+    background_block_mm: tile size of the local background level (`"mad"`).
+    background_quantile: percentile of the top-hat response per tile used as
+      the local background level (`"mad"`); the 90th percentile tracks the
+      texture bumps of dense tissue better than the median (measured on the
+      synthetic generator, scripts/measure_detector.py).
+    threshold: `"mad"`: seed level in units of the local background level
+      of the top-hat response (see `local_background_scale`);
       `"authors"`: grey-level threshold on the 8-bit response.
     hysteresis: `"mad"` only: a component is the connected region above
-      `median + hysteresis * (seed_level - median)` around a seed, so its
-      extent (and bounding-box centre) covers the whole calcification.
-    min_contrast: absolute floor on the top-hat response (image units) so
-      that a nearly noise-free image does not turn texture into detections.
+      `hysteresis * threshold` around a seed, so its extent (and
+      bounding-box centre) covers the whole calcification.
+    min_contrast: absolute floor on a seed's top-hat response (image units)
+      so that a nearly noise-free image does not turn faint texture into
+      detections.
     min_area_px: components smaller than this are dropped.
     max_area_px: components larger than this are dropped; default = the area
       of the top-hat disk (larger bright objects are not calcifications).
@@ -242,30 +312,21 @@ def detect_calcifications(
         else image
     )
     response = ndimage.white_tophat(smooth, footprint=disk(diameter_px))
-    # Noise + texture level from the response's local maxima: most of them
-    # are background texture, calcifications are rare outliers.
-    peaks = (ndimage.maximum_filter(response, size=3) == response) & (
-        response > 0
+    # Without an ROI, exclude exact-zero air (display 0) from the statistics.
+    background = roi_mask if roi_mask is not None else image > 0
+    block = int(round(background_block_mm / pixel_spacing_mm))
+    scale = local_background_scale(
+        response, background, block, background_quantile
     )
-    if roi_mask is not None:
-      peaks &= roi_mask
-    values = response[peaks]
-    if values.size == 0:
-      return _empty(np.zeros(image.shape, np.int32))
-    median = np.median(values)
-    sigma = _MAD_TO_SIGMA * np.median(np.abs(values - median))
-    if sigma == 0:
-      # Noise-free image: every positive response is signal.
-      median = 0.0
-    high = max(median + threshold * sigma, min_contrast)
-    # Never call a zero response a detection.
-    high = max(high, float(np.finfo(np.float32).eps))
-    low = median + hysteresis * (high - median)
-    labels, num = ndimage.label(response > low, _EIGHT)
+    # A noise-free background has scale 0: every positive response is signal.
+    scale = np.maximum(scale, np.finfo(np.float32).tiny)
+    strength = response / scale
+    seeds = (strength > threshold) & (response > min_contrast)
+    labels, num = ndimage.label(strength > hysteresis * threshold, _EIGHT)
     if roi_mask is not None:
       labels[~roi_mask] = 0
     seeded = np.zeros(num + 1, bool)
-    seeded[np.unique(labels[response > high])] = True
+    seeded[np.unique(labels[seeds])] = True
     seeded[0] = False
     binary = seeded[labels]
   elif method == "authors":
