@@ -43,6 +43,7 @@ round / oval masses towards triple negative), `background_beta`.
 import collections
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import multiprocessing
@@ -530,6 +531,7 @@ def _calc_shape(
     half = float(np.max(np.hypot(*centres.T) + radii))
 
     def inside(x, y):
+      """True inside the shape."""
       u, v = _rotate(x, y, theta)
       out = np.zeros(np.broadcast(u, v).shape, bool)
       for (cx, cy), r in zip(centres, radii):
@@ -548,6 +550,7 @@ def _calc_shape(
     half = float(np.hypot(*poly.T).max())
 
     def inside(x, y):
+      """True inside the shape."""
       u, v = _rotate(x, y, theta)
       return _point_in_polygon(u, v, poly)
     return _CalcShape(inside, half, 0.0, 1.1, _feret(poly))
@@ -564,6 +567,7 @@ def _calc_shape(
     half = float(np.abs(segs).max()) + width
 
     def inside(x, y):
+      """True inside the shape."""
       u, v = _rotate(x, y, theta)
       return _segment_distance(u, v, segs) <= width / 2
     ends = segs.reshape(-1, 2)
@@ -707,6 +711,7 @@ class _BreastPlan:
 
 
 def _sigmoid(x: float) -> float:
+  """Logistic function."""
   return 1.0 / (1.0 + math.exp(-x))
 
 
@@ -722,6 +727,7 @@ _MARGIN_RISK = {"circumscribed": -1.5, "obscured": 0.0,
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
+  """`v` scaled to unit length."""
   return v / np.linalg.norm(v)
 
 
@@ -733,6 +739,7 @@ def _perp_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _in_ball(rng: np.random.Generator) -> np.ndarray:
+  """A uniform point in the unit ball, [3]."""
   while True:
     p = rng.uniform(-1, 1, 3)
     if p @ p <= 1.0:
@@ -764,6 +771,7 @@ def _cluster_sampler(dist: str, rng, geos, config):
     bow = rng.uniform(-1.0, 1.0)
 
     def draw():
+      """One candidate point, [3] mm."""
       t = rng.uniform(-0.5, 0.5) * length
       off = bow * (1 - (2 * t / length) ** 2) + rng.normal(0, 0.25)
       return centre + t * d + off * e1 + rng.normal(0, 0.25) * e2
@@ -782,6 +790,7 @@ def _cluster_sampler(dist: str, rng, geos, config):
           math.cos(az) * e1 + math.sin(az) * e2))
 
     def draw():
+      """One candidate point, [3] mm."""
       ray = ducts[rng.integers(len(ducts))]
       s = rng.uniform(0.2, 1.0) * length
       return apex + s * ray + rng.normal(0, 0.4, 3)
@@ -1028,6 +1037,7 @@ def _mass_radius(shape: str, margin: str, rng, radius: float):
     harmonics.append((k, rng.uniform(0.03, 0.05), rng.uniform(0, 2 * np.pi)))
 
   def r_of(theta):
+    """Boundary radius (mm) at angles theta (rad)."""
     c, s = np.cos(theta - rot), np.sin(theta - rot)
     r = radius * ratio / np.sqrt((ratio * c) ** 2 + s ** 2)
     for k, a, ph in harmonics:
@@ -1115,6 +1125,21 @@ def _largest_square(ok: np.ndarray) -> tuple[int, int, int]:
   r, c = np.unravel_index(int(np.argmax(cheb)), cheb.shape)
   half = int(cheb[r, c]) - 1
   return r - half, c - half, 2 * half + 1
+
+
+def beta_roi_image(image: SyntheticImage) -> np.ndarray:
+  """The display image over `image.beta_roi`, calcifications in-painted.
+
+  Calcification pixels (mask dilated by 2 px) are replaced by a 9 x 9
+  median so that they do not flatten the spectrum; returns float32 [n, n].
+  """
+  r0, c0, size = image.beta_roi
+  roi = image.display[r0:r0 + size, c0:c0 + size]
+  calcs = image.calcification_mask[r0:r0 + size, c0:c0 + size]
+  if not calcs.any():
+    return roi
+  calcs = ndimage.binary_dilation(calcs, iterations=2)
+  return np.where(calcs, ndimage.median_filter(roi, size=9), roi)
 
 
 def generate_image(
@@ -1227,6 +1252,7 @@ def generate_image(
     calc_mask, breast = calc_mask[:, ::-1], breast[:, ::-1]
 
   def to_stored(x: np.ndarray) -> np.ndarray:
+    """Normalised-frame column -> stored-grid column."""
     return (cols - 1) - x if flip else x
 
   calcs_json, clusters_json = [], []
@@ -1283,15 +1309,31 @@ def generate_image(
       "labels": labels,
   }
 
-  # A square of plain parenchyma (T = 1, full glandular envelope, no muscle)
-  # for measuring beta.
-  # Small breasts (breast_scale < 1) fall back to a shallower margin.
-  for margin in (1.0, 0.6, 0.3):
-    ok = dist_l >= margin * (max(config.edge_falloff_mm,
-                                 config.subcutaneous_fat_mm[1]) + 2.0)
+  # A square of plain parenchyma (T = 1, full glandular envelope, no muscle,
+  # no mass) for measuring beta. Small breasts (breast_scale < 1) fall back
+  # to a shallower margin.
+  yl = (np.arange(dist_l.shape[0]) * factor + (factor - 1) / 2) * s
+  xl = (np.arange(dist_l.shape[1]) * factor + (factor - 1) / 2) * s
+  no_mass = np.ones(dist_l.shape, bool)
+  for m, centre, _ in masses_out:
+    reach = m.radius * (2.6 if m.margin == "spiculated" else 1.6) + 3.0
+    no_mass &= np.hypot(xl[None, :] - centre[0] * s,
+                        yl[:, None] - centre[1] * s) > reach
+  # Calcifications flatten the spectrum: avoid them unless they are
+  # everywhere (diffuse).
+  near_calc = np.zeros(dist_l.shape, bool)
+  for _, _, contour, _ in calcs_out:
+    rr = np.clip(contour[:, 0] // factor, 0, dist_l.shape[0] - 1)
+    cc = np.clip(contour[:, 1] // factor, 0, dist_l.shape[1] - 1)
+    near_calc[rr, cc] = True
+  no_calc = ndimage.distance_transform_edt(~near_calc) * (factor * s) > 3.0
+  for avoid_calcs, margin in itertools.product((True, False),
+                                               (1.0, 0.6, 0.3)):
+    ok = no_mass & (dist_l >= margin * (max(
+        config.edge_falloff_mm, config.subcutaneous_fat_mm[1]) + 2.0))
+    if avoid_calcs:
+      ok &= no_calc
     if geo.pect is not None:
-      yl = (np.arange(ok.shape[0]) * factor + (factor - 1) / 2) * s
-      xl = (np.arange(ok.shape[1]) * factor + (factor - 1) / 2) * s
       ok &= xl[None, :] > geo.pect_x(yl)[:, None] + 8.0 * margin
     r0, c0, size = _largest_square(ok)
     if size * factor * s >= 30.0:

@@ -122,16 +122,17 @@ class TextureTest(absltest.TestCase):
       self.assertLess(np.max(np.abs(errors)), 0.3, msg=(beta, errors))
 
   def test_measure_beta_of_generated_images(self):
-    # Full-size breasts: the parenchyma square spans >= 40 mm.
+    # Full-size breasts: the parenchyma square spans >= 30 mm.
     config = synthetic.SyntheticConfig()
     errors = []
     for index in range(4):
       image = _image(config, DICOM_SEED, index)
       spacing = image.annotation["pixel_spacing_mm"][0]
       r0, c0, size = image.beta_roi
-      self.assertGreaterEqual(size * spacing, 40.0)
-      roi = image.display[r0:r0 + size, c0:c0 + size]
+      self.assertGreaterEqual(size * spacing, 30.0)
       self.assertTrue(image.breast_mask[r0:r0 + size, c0:c0 + size].all())
+      roi = synthetic.beta_roi_image(image)
+      self.assertEqual(roi.shape, (size, size))
       measured = synthetic.measure_beta(roi, spacing)
       self.assertBetween(image.beta, 2.4, 3.2)
       self.assertEqual(image.annotation["labels"]["background_beta"],
