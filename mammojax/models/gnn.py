@@ -172,7 +172,7 @@ def aggregate(
     num_nodes: int,
     t: float | Array = 1.0,
 ) -> Array:
-  """Dispatches ``aggr`` in ``('softmax', 'softmax_sg', 'mean', 'sum', 'max')``."""
+  """Aggregation by name: softmax, softmax_sg, mean, sum (add), max."""
   if aggr in ('softmax', 'softmax_sg'):
     return softmax_aggregation(
         messages, receivers, num_nodes, t, semi_grad=aggr == 'softmax_sg'
@@ -260,14 +260,16 @@ def _apply_norm(
 
 
 class SoftmaxAggregation(nn.Module):
-  """PyG ``SoftmaxAggregation`` (``channels=1``); param ``t: [1]`` if learned."""
+  """PyG ``SoftmaxAggregation`` (``channels=1``); param ``t: [1]`` if learn."""
 
   t: float = 1.0
   learn: bool = False
   semi_grad: bool = False
 
   @nn.compact
-  def __call__(self, messages: Array, receivers: Array, num_nodes: int) -> Array:
+  def __call__(
+      self, messages: Array, receivers: Array, num_nodes: int
+  ) -> Array:
     if self.learn and self.semi_grad:
       raise ValueError(
           "SoftmaxAggregation: 'semi_grad' cannot be used with a learnable t"

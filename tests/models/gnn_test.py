@@ -44,18 +44,27 @@ def _torch():
   return torch
 
 
+def _pyg():
+  """``torch_geometric.nn`` (after ``_torch`` has checked it exists)."""
+  import torch_geometric.nn  # pylint: disable=g-import-not-at-top
+  return torch_geometric.nn
+
+
 def _randomise(torch, module, rng):
   """Non-trivial norm affine params, running stats, t and msg scale."""
+
+  def fill(tensor, sample):
+    tensor.copy_(torch.from_numpy(sample(tensor.shape).astype(np.float32)))
+
   with torch.no_grad():
-    for name, mod in module.named_modules():
+    for mod in module.modules():
       if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.LayerNorm)):
         if mod.weight is not None:
-          mod.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, mod.weight.shape).astype(np.float32)))
-          mod.bias.copy_(torch.from_numpy(rng.normal(0, 0.3, mod.bias.shape).astype(np.float32)))
+          fill(mod.weight, lambda shape: rng.uniform(0.5, 1.5, shape))
+          fill(mod.bias, lambda shape: rng.normal(0, 0.3, shape))
       if isinstance(mod, torch.nn.BatchNorm1d):
-        mod.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.5, mod.running_mean.shape).astype(np.float32)))
-        mod.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, mod.running_var.shape).astype(np.float32)))
-      del name
+        fill(mod.running_mean, lambda shape: rng.normal(0, 0.5, shape))
+        fill(mod.running_var, lambda shape: rng.uniform(0.5, 2.0, shape))
     for name, p in module.named_parameters(recurse=True):
       if name.endswith('aggr_module.t') or name == 't':
         p.fill_(1.3)
@@ -103,7 +112,8 @@ def _assert_close(actual, expected, what='', rtol=RTOL, atol=ATOL):
   scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
   actual = np.asarray(actual)
   err = float(np.max(np.abs(actual - expected), initial=0.0))
-  _ERRORS.append((what, err, err / scale))
+  test = os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]
+  _ERRORS.append((f'{test} {what}', err, err / scale))
   np.testing.assert_allclose(
       actual, expected, rtol=rtol, atol=atol * scale, err_msg=what)
 
@@ -137,7 +147,8 @@ class PyGParityTest(parameterized.TestCase):
     self.rng = np.random.default_rng(0)
 
   def _edge_index(self, senders=SENDERS, receivers=RECEIVERS):
-    return self.torch.from_numpy(np.stack([senders, receivers]).astype(np.int64))
+    return self.torch.from_numpy(
+        np.stack([senders, receivers]).astype(np.int64))
 
   def _torch_forward_backward(self, module, x, edge_attr, cot, *args):
     torch = self.torch
@@ -171,12 +182,12 @@ class PyGParityTest(parameterized.TestCase):
            f_in=4, c=4, edge_dim=2, kw=dict(aggr='sum', norm='layer')),
   )
   def test_gen_conv(self, f_in, c, edge_dim, kw):
-    from torch_geometric.nn import GENConv as TorchGENConv  # pylint: disable=g-import-not-at-top
+    pyg = _pyg()
 
     torch_kw = dict(kw)
     if torch_kw['aggr'] == 'sum':
       torch_kw['aggr'] = 'add'
-    tmod = TorchGENConv(f_in, c, edge_dim=edge_dim, **torch_kw)
+    tmod = pyg.GENConv(f_in, c, edge_dim=edge_dim, **torch_kw)
     _randomise(self.torch, tmod, self.rng)
     tmod.eval()
 
@@ -228,13 +239,14 @@ class PyGParityTest(parameterized.TestCase):
       self.assertTrue(np.all(np.isfinite(out)))
 
   def test_softmax_aggregation(self):
-    from torch_geometric.nn.aggr import SoftmaxAggregation as TorchSoftmax  # pylint: disable=g-import-not-at-top
+    pyg = _pyg()
 
     torch = self.torch
     msgs = self.rng.normal(size=(len(SENDERS), 5)).astype(np.float32) * 3
     cot = self.rng.normal(size=(NUM_NODES, 5)).astype(np.float32)
     for learn, semi_grad in ((True, False), (False, True), (False, False)):
-      tmod = TorchSoftmax(t=2.0, learn=learn, semi_grad=semi_grad)
+      tmod = pyg.aggr.SoftmaxAggregation(
+          t=2.0, learn=learn, semi_grad=semi_grad)
       mt = torch.from_numpy(msgs).requires_grad_(True)
       out_t = tmod(mt, torch.from_numpy(RECEIVERS.astype(np.int64)),
                    dim_size=NUM_NODES)
@@ -244,7 +256,8 @@ class PyGParityTest(parameterized.TestCase):
       mod = gnn.SoftmaxAggregation(t=2.0, learn=learn, semi_grad=semi_grad)
 
       def loss(params, m):
-        out = mod.apply({'params': params}, m, RECEIVERS, NUM_NODES)  # pylint: disable=cell-var-from-loop
+        # pylint: disable-next=cell-var-from-loop
+        out = mod.apply({'params': params}, m, RECEIVERS, NUM_NODES)
         return (out * cot).sum(), out
 
       (_, out), (gp, gm) = jax.jit(jax.value_and_grad(
@@ -256,7 +269,7 @@ class PyGParityTest(parameterized.TestCase):
         _assert_close(gp['t'], tmod.t.grad.numpy())
 
   def test_message_norm(self):
-    from torch_geometric.nn import MessageNorm as TorchMessageNorm  # pylint: disable=g-import-not-at-top
+    pyg = _pyg()
 
     torch = self.torch
     x = self.rng.normal(size=(6, 4)).astype(np.float32)
@@ -264,7 +277,7 @@ class PyGParityTest(parameterized.TestCase):
     msg[2] = 0.0  # A node without messages.
     x[4] = 0.0
     cot = self.rng.normal(size=(6, 3)).astype(np.float32)
-    tmod = TorchMessageNorm(learn_scale=True)
+    tmod = pyg.MessageNorm(learn_scale=True)
     with torch.no_grad():
       tmod.scale.fill_(0.7)
     xt = torch.from_numpy(x).requires_grad_(True)
@@ -292,15 +305,14 @@ class PyGParityTest(parameterized.TestCase):
       ('dense', 'layer'), ('plain', 'batch'),
   )
   def test_deepgcn_layer(self, block, norm):
-    from torch_geometric.nn import DeepGCNLayer as TorchLayer  # pylint: disable=g-import-not-at-top
-    from torch_geometric.nn import GENConv as TorchGENConv  # pylint: disable=g-import-not-at-top
+    pyg = _pyg()
 
     torch = self.torch
     c = 4
     norm_t = (torch.nn.LayerNorm(c) if norm == 'layer'
               else torch.nn.BatchNorm1d(c))
-    tmod = TorchLayer(
-        TorchGENConv(c, c, learn_t=True, msg_norm=True, norm='batch'),
+    tmod = pyg.DeepGCNLayer(
+        pyg.GENConv(c, c, learn_t=True, msg_norm=True, norm='batch'),
         norm_t, torch.nn.ReLU(), block=block, dropout=0.1,
     )
     _randomise(torch, tmod, self.rng)
@@ -332,17 +344,18 @@ class PyGParityTest(parameterized.TestCase):
 
   def test_batchnorm_train_mode(self):
     """Train-mode BatchNorm normalises with the same batch statistics."""
-    from torch_geometric.nn import GENConv as TorchGENConv  # pylint: disable=g-import-not-at-top
+    pyg = _pyg()
 
-    tmod = TorchGENConv(4, 4, norm='batch', learn_t=True)
+    tmod = pyg.GENConv(4, 4, norm='batch', learn_t=True)
     _randomise(self.torch, tmod, self.rng)
     variables = gnn.params_from_torch_state_dict(
         _to_numpy_sd(tmod), module='gen_conv')
     tmod.train()
     x = self.rng.normal(size=(NUM_NODES, 4)).astype(np.float32)
     out_t = tmod(self.torch.from_numpy(x), self._edge_index()).detach().numpy()
-    out, updates = gnn.GENConv(4, learn_t=True).apply(
-        variables, x, SENDERS, RECEIVERS, train=True, mutable=['batch_stats'])
+    out, updates = jax.jit(functools.partial(
+        gnn.GENConv(4, learn_t=True).apply, train=True,
+        mutable=['batch_stats']))(variables, x, SENDERS, RECEIVERS)
     _assert_close(out, out_t)
     _assert_close(
         updates['batch_stats']['mlp']['norm_0']['mean'],
@@ -350,8 +363,7 @@ class PyGParityTest(parameterized.TestCase):
 
   def test_res_plus_stack(self):
     """4-layer ogbn_proteins stack (torch.nn.LayerNorm per node), scanned."""
-    from torch_geometric.nn import DeepGCNLayer as TorchLayer  # pylint: disable=g-import-not-at-top
-    from torch_geometric.nn import GENConv as TorchGENConv  # pylint: disable=g-import-not-at-top
+    pyg = _pyg()
 
     torch = self.torch
     h, num_layers, f_node, f_edge = 8, 4, 6, 2
@@ -365,9 +377,9 @@ class PyGParityTest(parameterized.TestCase):
         self.edge_encoder = torch.nn.Linear(f_edge, h)
         self.layers = torch.nn.ModuleList()
         for _ in range(num_layers):
-          conv = TorchGENConv(h, h, aggr='softmax', t=1.0, learn_t=True,
+          conv = pyg.GENConv(h, h, aggr='softmax', t=1.0, learn_t=True,
                               num_layers=2, norm='layer')
-          self.layers.append(TorchLayer(
+          self.layers.append(pyg.DeepGCNLayer(
               conv, torch.nn.LayerNorm(h, elementwise_affine=True),
               torch.nn.ReLU(inplace=True), block='res+', dropout=0.1))
 
@@ -453,8 +465,9 @@ class PaddingAndScanTest(parameterized.TestCase):
     mod = gnn.DeepGCN(hidden=8, num_layers=3, node_encoder=True,
                       edge_encoder=True, norm=norm, conv_norm=norm,
                       msg_norm=True, dropout=0.0)
-    variables = mod.init(jax.random.key(0), graphs.nodes['x'], graphs.senders,
-                         graphs.receivers, graphs.edges)
+    variables = jax.jit(mod.init)(jax.random.key(0), graphs.nodes['x'],
+                                  graphs.senders, graphs.receivers,
+                                  graphs.edges)
     n = int(graphs.n_node.sum())
     for train in (False, True):
       out, stats = _apply_graphs(mod, variables, graphs, train=train,
@@ -469,18 +482,18 @@ class PaddingAndScanTest(parameterized.TestCase):
   def test_scan_matches_unrolled(self):
     rng = np.random.default_rng(2)
     graphs = _random_graphs(rng, [6, 4])
-    kw = dict(hidden=8, num_layers=4, node_encoder=True, edge_encoder=True,
+    kw = dict(hidden=8, num_layers=3, node_encoder=True, edge_encoder=True,
               msg_norm=True, learn_msg_scale=True)
     scanned = gnn.DeepGCN(**kw)
     unrolled = gnn.DeepGCN(**kw, scan=False)
     args = (graphs.nodes['x'], graphs.senders, graphs.receivers, graphs.edges)
-    variables = scanned.init(jax.random.key(0), *args)
+    variables = jax.jit(scanned.init)(jax.random.key(0), *args)
 
     def unstack(tree):
       tree = dict(tree)
       blocks = tree.pop('blocks')
       for i in range(kw['num_layers'] - 1):
-        tree[f'blocks_{i + 1}'] = jax.tree.map(lambda a: a[i], blocks)  # pylint: disable=cell-var-from-loop
+        tree[f'blocks_{i + 1}'] = jax.tree.map(lambda a, i=i: a[i], blocks)
       return tree
 
     unrolled_params = unstack(variables['params'])
@@ -509,14 +522,14 @@ class PaddingAndScanTest(parameterized.TestCase):
     mod = gnn.DeepGCN(hidden=8, num_layers=3, node_encoder=True,
                       edge_encoder=True, dropout=0.5)
     args = (graphs.nodes['x'], graphs.senders, graphs.receivers, graphs.edges)
-    variables = mod.init(jax.random.key(0), *args)
+    variables = jax.jit(mod.init)(jax.random.key(0), *args)
     train_fn = jax.jit(lambda key: mod.apply(
         variables, *args, train=True, rngs={'dropout': key}))
     a, b = train_fn(jax.random.key(1)), train_fn(jax.random.key(2))
     self.assertFalse(np.allclose(a, b))
     self.assertGreater(np.mean(np.asarray(a) == 0), 0.3)  # Final dropout.
     with self.assertRaises(Exception):  # No 'dropout' RNG given.
-      mod.apply(variables, *args, train=True)
+      jax.eval_shape(lambda: mod.apply(variables, *args, train=True))
 
   def test_segment_softmax_pure(self):
     logits = jnp.array([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5], [1000.0, 0.0]])
@@ -546,9 +559,14 @@ class PaddingAndScanTest(parameterized.TestCase):
 
 def tearDownModule():
   if os.environ.get('MAMMOJAX_PRINT_ERRORS') and _ERRORS:
-    worst = max(_ERRORS, key=lambda e: e[2])
-    print(f'\nmax abs err {max(e[1] for e in _ERRORS):.3g}; worst scaled '
-          f'err {worst[2]:.3g} ({worst[0]}) over {len(_ERRORS)} checks')
+    per_test = {}
+    for what, err, scaled in _ERRORS:
+      key = what.split(' ')[0]
+      old = per_test.get(key, (0.0, 0.0))
+      per_test[key] = (max(old[0], err), max(old[1], scaled))
+    print()
+    for key, (err, scaled) in sorted(per_test.items()):
+      print(f'{key}: max abs err {err:.3g}, max err/scale {scaled:.3g}')
 
 
 if __name__ == '__main__':
