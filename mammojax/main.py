@@ -5,6 +5,7 @@ Parses flags and hands the config to ``training.loop.train_and_evaluate``
 command line, e.g. ``--config.model.num_layers=16``.
 """
 
+import logging as std_logging
 import os
 
 from absl import app
@@ -37,9 +38,20 @@ def configure_jax() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+class _DropLibraryInfo(std_logging.Filter):
+  """Keeps orbax's per-file INFO chatter out of the run log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    noisy = "orbax" in record.pathname or "tensorflow_datasets" in (
+        record.pathname
+    )
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_DropLibraryInfo())
   configure_jax()
   from mammojax.training import loop  # pylint: disable=g-import-not-at-top
 

@@ -25,3 +25,10 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 TESTDATA = pathlib.Path(__file__).resolve().parent / "testdata"
+
+# absltest helpers (create_tempdir, ...) read absl flags; pytest never parses
+# them, so take the defaults.
+from absl import flags as _absl_flags  # pylint: disable=g-import-not-at-top
+
+if not _absl_flags.FLAGS.is_parsed():
+  _absl_flags.FLAGS.mark_as_parsed()

@@ -51,7 +51,9 @@ def prepare_builder(dataset_config: ml_collections.ConfigDict):
   # Importing the module registers the builders with TFDS.
   from mammojax.data.builders import calcification_graphs  # pylint: disable=g-import-not-at-top,unused-import
 
-  builder = tfds.builder(_BUILDERS[name], data_dir=data_dir, **kwargs)
+  builder = tfds.builder(
+      _BUILDERS[name], data_dir=data_dir, file_format="array_record", **kwargs
+  )
   download_config = None
   if dataset_config.get("manual_dir"):
     download_config = tfds.download.DownloadConfig(

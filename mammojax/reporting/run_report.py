@@ -131,7 +131,7 @@ def write_run_report(
               for k in ("train", "val", "test")
           ),
           "train graphs/s": results.get("timing", {}).get(
-              "train_graphs_per_second"
+              "train_items_per_second"
           ),
       },
       "tasks": tasks,

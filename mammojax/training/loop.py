@@ -7,7 +7,7 @@ lives here; the numerics live in the jitted / pmapped steps of ``steps.py``.
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from absl import logging
 import jax
@@ -17,18 +17,15 @@ import numpy as np
 import optax
 import tqdm
 
-from mammojax.data import pipeline
-from mammojax.models import mtgcn as mtgcn_lib
 from mammojax.objectives import gradnorm as gradnorm_lib
 from mammojax.training import checkpoints as ckpt_lib
+from mammojax.training import methods as methods_lib
 from mammojax.training import metrics as metrics_lib
-from mammojax.training import mtgcn_task
 from mammojax.training import parallel
 from mammojax.training import state as state_lib
 from mammojax.training import steps as steps_lib
 from mammojax.training import writers
 
-_TASK_FIELDS = {"node": "morphology", "graph": "distribution"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,44 +33,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def create_model(config: ml_collections.ConfigDict, vocabularies) -> Any:
-  """Instantiates ``config.model_name`` with ``config.model`` kwargs."""
-  if config.model_name != "MTGCN":
-    raise ValueError(
-        f"config.model_name={config.model_name!r}: expected MTGCN"
-    )
-  kwargs = dict(config.model)
-  return mtgcn_lib.MTGCN(
-      num_node_classes=(
-          len(vocabularies["morphology"]) if "node" in config.tasks else 0
-      ),
-      num_graph_classes=(
-          len(vocabularies["distribution"]) if "graph" in config.tasks else 0
-      ),
-      graph_types=tuple(config.graph.types),
-      **kwargs,
-  )
-
-
-def _class_weights(config, data: pipeline.GraphData) -> dict[str, np.ndarray]:
-  if config.class_weighting == "none":
-    return {}
-  if config.class_weighting != "inverse":
-    raise ValueError(
-        f"config.class_weighting={config.class_weighting!r}: expected none "
-        "or inverse"
-    )
-  out = {}
-  for task in config.tasks:
-    counts = data.class_counts("train", task).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
-    out[task] = (w / max(w[counts > 0].mean(), 1e-12)).astype(np.float32)
-  return out
+  """The model of ``config.method`` for a dataset's label vocabularies."""
+  return methods_lib.get_method(config).create_model(config, vocabularies)
 
 
 def create_train_state(
     config: ml_collections.ConfigDict,
     model: Any,
-    task: mtgcn_task.MTGCNTask,
+    task: steps_lib.Task,
     example_batch: Any,
     rng: jax.Array,
     gradnorm_tx: Optional[optax.GradientTransformation],
@@ -86,13 +53,14 @@ def create_train_state(
   params = variables["params"]
   model_state = {k: v for k, v in variables.items() if k != "params"}
   tx = state_lib.create_optimizer(config, steps_per_epoch=1)
-  num_tasks = len(config.tasks)
+  task_names = tuple(task.task_names)
+  num_tasks = len(task_names)
   gradnorm_state = None
   if config.gradnorm.enabled and num_tasks > 1:
     initial = None
     if config.gradnorm.initial_loss == "log_num_classes":
       initial = jnp.log(
-          jnp.asarray([num_classes[t] for t in config.tasks], jnp.float32)
+          jnp.asarray([num_classes[t] for t in task_names], jnp.float32)
       )
     elif config.gradnorm.initial_loss != "first":
       raise ValueError(
@@ -105,9 +73,9 @@ def create_train_state(
   if len(config.task_weights) < num_tasks:
     raise ValueError(
         f"config.task_weights={tuple(config.task_weights)}: expected one "
-        f"weight per task {tuple(config.tasks)}"
+        f"weight per task {task_names}"
     )
-  return state_lib.TrainState.create(
+  state = state_lib.TrainState.create(
       apply_fn=model.apply,
       params=params,
       tx=tx,
@@ -115,6 +83,9 @@ def create_train_state(
       gradnorm=gradnorm_state,
       task_weights=jnp.asarray(config.task_weights[:num_tasks], jnp.float32),
   )
+  # A strongly typed step keeps the step function's signature identical
+  # between the first call and later ones (a Python int would retrace once).
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def _to_host(tree):
@@ -122,10 +93,14 @@ def _to_host(tree):
 
 
 def evaluate(
-    eval_fn, state, data: pipeline.GraphData, split: str, *, num_devices: int,
-    tasks, vocabularies,
+    eval_fn, state, data: Any, split: str, *, num_devices: int,
+    tasks: Sequence[str], class_names: dict[str, Sequence[str]],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-  """Runs ``split`` through the model; returns metrics and raw outputs."""
+  """Runs ``split`` through the model; returns metrics and raw outputs.
+
+  The task's ``eval_outputs`` give ``{name}_probs``, ``{name}_labels`` and
+  ``{name}_mask`` per task; every real, labelled item counts once.
+  """
   collected: dict[str, list[np.ndarray]] = {}
   loss_sums = 0.0
   loss_norms = 0.0
@@ -152,7 +127,7 @@ def evaluate(
     report = metrics_lib.classification_report(
         raw[f"{task}_labels"][mask],
         raw[f"{task}_probs"][mask],
-        class_names=vocabularies[_TASK_FIELDS[task]],
+        class_names=list(class_names[task]),
     )
     results[task] = report
     if report.get("auc_ovo") is not None:
@@ -200,27 +175,14 @@ def train_and_evaluate(
       jax.process_index(), jax.process_count(), num_devices,
       devices[0].platform,
   )
-  data = pipeline.create_graph_data(
+  method = methods_lib.get_method(config)
+  data = method.create_data(
       config, num_devices=num_devices, examples_and_info=examples_and_info
   )
-  vocabularies = data.vocabularies
-  num_classes = {
-      t: len(vocabularies[_TASK_FIELDS[t]]) for t in ("node", "graph")
-  }
-  if config.distill.teachers:
-    from mammojax.training import distill  # pylint: disable=g-import-not-at-top
-
-    distill.attach_teacher_logits(config, data)
-  model = create_model(config, vocabularies)
-  task = mtgcn_task.MTGCNTask(
-      model,
-      tasks=config.tasks,
-      graph_types=config.graph.types,
-      class_weights=_class_weights(config, data),
-      gradnorm_layer=config.gradnorm.layer,
-      distill_temperature=config.distill.temperature,
-      distill_alpha=config.distill.alpha if config.distill.teachers else 0.0,
-  )
+  model = method.create_model(config, data.vocabularies)
+  task = method.create_task(config, model, data)
+  class_names = {t: method.class_names(data, t) for t in task.task_names}
+  num_classes = {t: len(v) for t, v in class_names.items()}
   rng = jax.random.key(config.seed)
   init_rng, loop_rng = jax.random.split(rng)
   gradnorm_tx = optax.adam(config.gradnorm.learning_rate)
@@ -247,7 +209,7 @@ def train_and_evaluate(
   writer = writers.MetricWriter(workdir, enabled=is_main)
   selection = config.selection_metric
   higher_is_better = not selection.endswith("loss")
-  timing = {"train_seconds": 0.0, "train_graphs": 0}
+  timing = {"train_seconds": 0.0, "train_items": 0}
   try:
     for epoch in range(meta["epoch"] + 1, config.num_epochs):
       epoch_start = time.time()
@@ -258,22 +220,24 @@ def train_and_evaluate(
       ):
         run_state, metrics = train_fn(run_state, batch, loop_rng)
         step_metrics.append(metrics)
-        timing["train_graphs"] += int(
-            np.sum(np.asarray(batch[config.graph.types[0]].globals["mask"]))
-        )
+        timing["train_items"] += method.num_items(batch)
       step_metrics = _to_host(step_metrics)
       if use_pmap:
         step_metrics = [
             jax.tree_util.tree_map(lambda x: x[0], m) for m in step_metrics
         ]
       losses = np.asarray([m["loss"] for m in step_metrics])
-      if not np.all(np.isfinite(losses)):
-        bad = int(np.argmax(~np.isfinite(losses)))
+      grad_norms = np.asarray([m["grad_norm"] for m in step_metrics])
+      finite = np.isfinite(losses) & np.isfinite(grad_norms)
+      if not np.all(finite):
+        bad = int(np.argmax(~finite))
         raise NonFiniteLossError(
-            f"epoch {epoch}: training loss became {losses[bad]} at batch "
-            f"{bad}; the last good checkpoint is kept in "
-            f"{os.path.join(workdir, 'checkpoints', 'latest')} (try a "
-            "lower config.learning_rate or set config.grad_clip_norm)"
+            f"epoch {epoch}: training became non-finite at batch {bad} "
+            f"(loss {losses[bad]}, gradient norm {grad_norms[bad]}); the "
+            "last good checkpoint is kept in "
+            f"{os.path.join(workdir, 'checkpoints', 'latest')} (check the "
+            "input data for NaN, lower config.learning_rate or set "
+            "config.grad_clip_norm)"
         )
       timing["train_seconds"] += time.time() - epoch_start
       host_state = parallel.unreplicate(run_state) if use_pmap else run_state
@@ -286,7 +250,7 @@ def train_and_evaluate(
           )
       val, _ = evaluate(
           eval_fn, run_state, data, "val", num_devices=num_devices,
-          tasks=config.tasks, vocabularies=vocabularies,
+          tasks=task.task_names, class_names=class_names,
       )
       scalars = _flat_scalars("val", val)
       scalars["epoch"] = epoch
@@ -329,13 +293,13 @@ def train_and_evaluate(
       if len(data.splits[split]):
         results[split], raw_outputs[split] = evaluate(
             eval_fn, eval_state, data, split, num_devices=num_devices,
-            tasks=config.tasks, vocabularies=vocabularies,
+            tasks=task.task_names, class_names=class_names,
         )
     results["splits"] = {k: len(v) for k, v in data.splits.items()}
     results["build_report"] = data.info.get("build_report", {})
     results["timing"] = {
         **timing,
-        "train_graphs_per_second": timing["train_graphs"]
+        "train_items_per_second": timing["train_items"]
         / max(timing["train_seconds"], 1e-9),
         "devices": num_devices,
         "platform": devices[0].platform,
@@ -343,10 +307,8 @@ def train_and_evaluate(
     if is_main:
       writers.write_json(os.path.join(workdir, "results.json"), results)
       try:
-        from mammojax.reporting import run_report  # pylint: disable=g-import-not-at-top
-
-        run_report.write_run_report(
-            workdir, config, data, results, raw_outputs
+        method.write_report(
+            workdir, config, data, results, raw_outputs, final_state
         )
       except Exception as e:  # pylint: disable=broad-except
         # The report is a convenience: never lose the results because of it.

@@ -168,3 +168,83 @@ class MTGCNTask:
       out["graph_labels"] = g.globals["label"]
       out["graph_mask"] = g.globals["mask"]
     return out
+
+
+_TASK_FIELDS = {"node": "morphology", "graph": "distribution"}
+
+
+def class_weights_for(config, data) -> dict[str, np.ndarray]:
+  """Per-class CE weights from training counts (``config.class_weighting``)."""
+  if config.class_weighting == "none":
+    return {}
+  if config.class_weighting != "inverse":
+    raise ValueError(
+        f"config.class_weighting={config.class_weighting!r}: expected none "
+        "or inverse"
+    )
+  out = {}
+  for task in config.tasks:
+    counts = data.class_counts("train", task).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
+    out[task] = (w / max(w[counts > 0].mean(), 1e-12)).astype(np.float32)
+  return out
+
+
+class MTGCNMethod:
+  """MT-GCN's hooks for the shared training loop."""
+
+  def create_data(self, config, *, num_devices, examples_and_info):
+    from mammojax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+    data = pipeline.create_graph_data(
+        config, num_devices=num_devices, examples_and_info=examples_and_info
+    )
+    if config.distill.teachers:
+      from mammojax.training import distill  # pylint: disable=g-import-not-at-top
+
+      distill.attach_teacher_logits(config, data)
+    return data
+
+  def create_model(self, config, vocabularies):
+    from mammojax.models import mtgcn as mtgcn_lib  # pylint: disable=g-import-not-at-top
+
+    if config.model_name != "MTGCN":
+      raise ValueError(
+          f"config.model_name={config.model_name!r}: expected MTGCN"
+      )
+    return mtgcn_lib.MTGCN(
+        num_node_classes=(
+            len(vocabularies["morphology"]) if "node" in config.tasks else 0
+        ),
+        num_graph_classes=(
+            len(vocabularies["distribution"])
+            if "graph" in config.tasks
+            else 0
+        ),
+        graph_types=tuple(config.graph.types),
+        **dict(config.model),
+    )
+
+  def create_task(self, config, model, data):
+    return MTGCNTask(
+        model,
+        tasks=config.tasks,
+        graph_types=config.graph.types,
+        class_weights=class_weights_for(config, data),
+        gradnorm_layer=config.gradnorm.layer,
+        distill_temperature=config.distill.temperature,
+        distill_alpha=config.distill.alpha if config.distill.teachers else 0.0,
+    )
+
+  def class_names(self, data, task):
+    return list(data.vocabularies[_TASK_FIELDS[task]])
+
+  def num_items(self, batch) -> int:
+    first = next(iter(batch.values()))
+    return int(np.sum(np.asarray(first.globals["mask"])))
+
+  def write_report(self, workdir, config, data, results, raw_outputs, state):
+    del state
+    from mammojax.reporting import run_report  # pylint: disable=g-import-not-at-top
+
+    run_report.write_run_report(workdir, config, data, results, raw_outputs)

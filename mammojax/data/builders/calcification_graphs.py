@@ -46,7 +46,7 @@ class CalcGraphConfig(tfds.core.BuilderConfig):
   """Build options; part of the cache key through the config name."""
 
   num_images: int = 390
-  num_patients: int = 200
+  num_patients: Optional[int] = 200
   seed: int = 0
   patch_size: int = 14
   view_size: tuple[int, int] = (256, 160)
@@ -283,8 +283,9 @@ class SyntheticCalcifications(tfds.core.GeneratorBasedBuilder):
           name="tiny",
           description="24 small images from 12 patients, for tests.",
           num_images=24,
-          num_patients=12,
+          num_patients=None,
           generator_overrides=(("breast_scale", 0.5),),
+          workers=1,
       ),
   ]
 
@@ -295,7 +296,7 @@ class SyntheticCalcifications(tfds.core.GeneratorBasedBuilder):
     from mammojax.data import vocab  # pylint: disable=g-import-not-at-top
 
     vocabularies = {
-        k: list(v) for k, v in vocab.get_vocabularies("synthetic").items()
+        k: list(v) for k, v in vocab.VOCABULARIES["synthetic"].items()
     }
     return tfds.core.DatasetInfo(
         builder=self,
