@@ -12,6 +12,7 @@ interrupted run would have seen.
 """
 
 import dataclasses
+import importlib
 import os
 import pathlib
 from typing import Any, Iterator, Optional, Sequence
@@ -21,12 +22,9 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mammojax.data import builders
 from mammojax.data import graphs as graphs_lib
 
-_BUILDERS = {
-    "synthetic_calcifications": "synthetic_calcifications",
-    "dicom_folder_calcifications": "dicom_folder_calcifications",
-}
 
 
 def default_data_dir() -> str:
@@ -40,29 +38,35 @@ def default_data_dir() -> str:
 def prepare_builder(dataset_config: ml_collections.ConfigDict):
   """Builds (or reuses the cached) TFDS dataset; returns the builder."""
   name = dataset_config.name
-  if name not in _BUILDERS:
+  if name not in builders.BUILDER_MODULES:
     raise ValueError(
-        f"config.dataset.name={name!r}: expected one of {sorted(_BUILDERS)}"
+        f"config.dataset.name={name!r}: expected one of "
+        f"{sorted(builders.BUILDER_MODULES)}"
     )
   data_dir = dataset_config.get("data_dir") or default_data_dir()
   kwargs = {}
   if dataset_config.get("builder_config"):
     kwargs["config"] = dataset_config.builder_config
-  # Importing the module registers the builders with TFDS.
-  from mammojax.data.builders import calcification_graphs  # pylint: disable=g-import-not-at-top,unused-import
-
+  # Importing the module registers the builder with TFDS.
+  try:
+    importlib.import_module(builders.BUILDER_MODULES[name])
+  except ModuleNotFoundError as e:
+    raise ValueError(
+        f"config.dataset.name={name!r}: its builder module "
+        f"{builders.BUILDER_MODULES[name]} is not available ({e})"
+    ) from e
   builder = tfds.builder(
-      _BUILDERS[name], data_dir=data_dir, file_format="array_record", **kwargs
+      name, data_dir=data_dir, file_format="array_record", **kwargs
   )
   download_config = None
   if dataset_config.get("manual_dir"):
     download_config = tfds.download.DownloadConfig(
         manual_dir=os.path.expanduser(dataset_config.manual_dir)
     )
-  elif name == "dicom_folder_calcifications":
+  elif builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
     raise ValueError(
-        "config.dataset.manual_dir: dicom_folder_calcifications needs the "
-        "folder holding annotations.json and the DICOM files"
+        f"config.dataset.manual_dir: dataset {name!r} is built from files "
+        f"you provide: {builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}"
     )
   builder.download_and_prepare(download_config=download_config)
   return builder

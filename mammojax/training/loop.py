@@ -190,6 +190,9 @@ def train_and_evaluate(
   state = create_train_state(
       config, model, task, example, init_rng, gradnorm_tx, num_classes
   )
+  if hasattr(method, "adapt_initial_state"):
+    # E.g. transfer learning: load pretrained weights, replace a head.
+    state = method.adapt_initial_state(config, state)
   checkpointer = ckpt_lib.Checkpointer(workdir)
   meta = {"epoch": -1, "best_metric": None, "best_epoch": -1, "bad_epochs": 0}
   restored = checkpointer.restore_latest(ckpt_lib.abstract_like(state))

@@ -41,6 +41,10 @@ class Method(Protocol):
                    state) -> None:
     """Figures and ``report.md`` at the end of a run."""
 
+  # Optional: ``adapt_initial_state(config, state) -> state`` runs on the
+  # freshly initialised state of a new run (not on a resumed one), e.g. to
+  # load pretrained weights.
+
 
 _METHODS = {
     "mtgcn": ("mammojax.training.mtgcn_task", "MTGCNMethod"),
