@@ -45,12 +45,15 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.graph.knn_k = 4
   config.graph.radius = 0.05  # Normalised coordinate units.
   config.graph.max_num_neighbors = 32
+  # Padding budget: "max" fits any batch_size samples (fixed batch size);
+  # "mean" packs by mean size (less padding, variable graphs per batch).
+  config.graph.budget = "mean"
 
   # Model.
   config.model_name = "MTGCN"
   config.model = ml_collections.ConfigDict()
   config.model.patch_embed_dim = 64
-  config.model.patch_channels = (32, 64, 128)
+  config.model.patch_channels = (16, 32, 64)
   config.model.patch_norm = "batch"
   config.model.hidden_size = 64
   config.model.num_layers = 8
@@ -111,6 +114,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     config.distill.teachers = ("runs/teacher_node", "runs/teacher_graph")
   elif variant == "test":
     config.dataset.builder_config = "tiny"
+    config.graph.budget = "max"
     config.model.patch_embed_dim = 8
     config.model.patch_channels = (4, 8)
     config.model.hidden_size = 16

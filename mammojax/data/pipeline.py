@@ -373,7 +373,10 @@ def create_graph_data(
     )
   per_device = config.batch_size // num_devices
   budget = graphs_lib.estimate_budget(
-      sample_graphs, per_device, graph_types=tuple(gcfg.types)
+      sample_graphs,
+      per_device,
+      graph_types=tuple(gcfg.types),
+      strategy=gcfg.get("budget", "max"),
   )
   logging.info(
       "splits: %s; padding budget %s",
