@@ -60,9 +60,14 @@ def prepare_builder(dataset_config: ml_collections.ConfigDict):
   )
   download_config = None
   if dataset_config.get("manual_dir"):
-    download_config = tfds.download.DownloadConfig(
-        manual_dir=os.path.expanduser(dataset_config.manual_dir)
-    )
+    manual_dir = os.path.expanduser(dataset_config.manual_dir)
+    if not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
+      raise ValueError(
+          f"config.dataset.manual_dir={manual_dir!r}: not a folder or empty;"
+          f" dataset {name!r} expects: "
+          f"{(builder.MANUAL_DOWNLOAD_INSTRUCTIONS or '').strip()}"
+      )
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   elif builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
     raise ValueError(
         f"config.dataset.manual_dir: dataset {name!r} is built from files "
