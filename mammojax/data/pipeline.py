@@ -225,6 +225,45 @@ def patient_splits(
   }
 
 
+def epoch_order(
+    train: np.ndarray,
+    labels: Sequence[int],
+    *,
+    seed: int,
+    epoch: int,
+    class_balanced: bool,
+    size: Optional[int] = None,
+) -> np.ndarray:
+  """Example indices of training epoch ``epoch``; depends on (seed, epoch).
+
+  With ``class_balanced`` the indices are drawn with replacement with
+  probability inversely proportional to their label's frequency (torch's
+  ``WeightedRandomSampler``); otherwise they are a permutation of ``train``,
+  continued by further permutations when ``size`` exceeds ``len(train)``.
+
+  Args:
+    train: training example indices.
+    labels: the balancing label of each of them.
+    seed: the run seed.
+    epoch: the epoch number.
+    class_balanced: resample to balance ``labels``.
+    size: number of indices (default ``len(train)``).
+  """
+  train = np.asarray(train)
+  size = len(train) if size is None else int(size)
+  rng = np.random.default_rng([seed, epoch])
+  if class_balanced and len(train):
+    labels = np.asarray(labels)
+    values, counts = np.unique(labels, return_counts=True)
+    freq = dict(zip(values.tolist(), counts.tolist()))
+    p = np.asarray([1.0 / freq[l] for l in labels.tolist()])
+    return rng.choice(train, size=size, replace=True, p=p / p.sum())
+  order = [rng.permutation(train)]
+  while len(train) and sum(len(o) for o in order) < size:
+    order.append(rng.permutation(train))
+  return np.concatenate(order)[:size]
+
+
 def _sample_arrays(example: dict[str, Any]) -> dict[str, Any]:
   """Node arrays and graph label of one example for ``graphs``."""
   return {
@@ -284,16 +323,13 @@ class GraphData:
   def epoch_order(self, epoch: int) -> np.ndarray:
     """Example indices of training epoch ``epoch`` (shuffled/resampled)."""
     train = self.splits["train"]
-    rng = np.random.default_rng([self.config.seed, epoch])
-    if self.config.dataset.class_balanced and len(train):
-      labels = np.asarray(
-          [self.examples[i]["distribution"] for i in train]
-      )
-      values, counts = np.unique(labels, return_counts=True)
-      freq = dict(zip(values.tolist(), counts.tolist()))
-      p = np.asarray([1.0 / freq[l] for l in labels.tolist()])
-      return rng.choice(train, size=len(train), replace=True, p=p / p.sum())
-    return rng.permutation(train)
+    return epoch_order(
+        train,
+        [self.examples[i]["distribution"] for i in train],
+        seed=self.config.seed,
+        epoch=epoch,
+        class_balanced=self.config.dataset.class_balanced,
+    )
 
   def batches(
       self, indices: Sequence[int], *, num_devices: int = 1
