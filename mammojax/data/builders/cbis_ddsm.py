@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import multiprocessing
 import pathlib
 from typing import Any
 
@@ -292,16 +291,6 @@ def calc_graph_examples(payload) -> shared.ItemResult:
   return result
 
 
-def pool_mapper(workers: int):
-  """A ``map`` that runs in ``workers`` spawned processes, in order."""
-
-  def mapper(fn, payloads):
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-      yield from pool.imap(fn, payloads, chunksize=1)
-
-  return mapper
-
-
 class CbisDdsmCalcifications(tfds.core.GeneratorBasedBuilder):
   """CBIS-DDSM calc abnormalities as calcification graphs (MT-GCN)."""
 
@@ -351,8 +340,8 @@ class CbisDdsmCalcifications(tfds.core.GeneratorBasedBuilder):
         for r in records
     ]
     build = shared.LazyBuild(self, report, vocabularies)
-    mapper = pool_mapper(config.workers) if config.workers > 1 else map
-    return build.splits(items, calc_graph_examples, mapper)
+    return build.splits(items, calc_graph_examples,
+                        shared.pool_mapper(config.workers))
 
   def _generate_examples(self, examples):
     yield from examples
@@ -536,7 +525,9 @@ class CbisDdsmMasses(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-      CbisMassConfig(name="default", description="512 x 320 views."),
+      CbisMassConfig(name="default", description="256 x 160 views."),
+      CbisMassConfig(name="paper", description="1326 x 512 views.",
+                     image_size=(1326, 512)),
       CbisMassConfig(
           name="tiny",
           description="64 x 40 views, 32 px crops, pixels / 4; for tests.",

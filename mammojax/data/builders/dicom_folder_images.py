@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import multiprocessing
 import pathlib
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -228,6 +229,18 @@ def drop_leaking_patients(
   return out
 
 
+def pool_mapper(workers: int) -> Callable[..., Iterable[Any]]:
+  """``map``, or one that runs in ``workers`` spawned processes, in order."""
+  if workers <= 1:
+    return map
+
+  def mapper(fn, payloads):
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+      yield from pool.imap(fn, payloads, chunksize=1)
+
+  return mapper
+
+
 @dataclasses.dataclass
 class PlannedItem:
   """One unit of work (usually one source record) of a build."""
@@ -384,12 +397,19 @@ class WholeImageConfig(tfds.core.BuilderConfig):
       before anything else (faster builds of large files; 1 = off).
   """
 
-  image_size: tuple[int, int] = (512, 320)
+  image_size: tuple[int, int] = (256, 160)
   downsample: int = 1
 
 
+# The same names and sizes as ``synthetic_cmmd``, so that a config can
+# switch between synthetic and real whole-image data.
 WHOLE_IMAGE_CONFIGS = [
-    WholeImageConfig(name="default", description="512 x 320 images."),
+    WholeImageConfig(name="default", description="256 x 160 images."),
+    WholeImageConfig(
+        name="paper",
+        description="The luminal paper's 1326 x 512 images.",
+        image_size=(1326, 512),
+    ),
     WholeImageConfig(
         name="tiny",
         description="64 x 40 images, stored pixels halved; for tests.",

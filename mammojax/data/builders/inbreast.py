@@ -168,7 +168,8 @@ class InbreastCalcifications(tfds.core.GeneratorBasedBuilder):
       items.append(shared.PlannedItem(shared.FULL_SPLIT, r.example_id,
                                       r.patient_id, (r, vocabularies, config)))
     build = shared.LazyBuild(self, report, vocabularies)
-    return build.splits(items, cluster_examples)
+    return build.splits(items, cluster_examples,
+                        shared.pool_mapper(config.workers))
 
   def _generate_examples(self, examples):
     yield from examples
