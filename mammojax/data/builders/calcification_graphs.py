@@ -21,10 +21,12 @@ when it already exists.
 """
 
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
 import pathlib
+import pickle
 from typing import Any, Iterator, Optional
 
 from absl import logging
@@ -228,15 +230,47 @@ def examples_from_image(
 
 
 def _synthetic_worker(args):
-  gen_config, seed, index, vocabularies, config = args
+  gen_config, seed, index, vocabularies, config, cache_file = args
+  if cache_file is not None and os.path.exists(cache_file):
+    try:
+      with open(cache_file, "rb") as f:
+        return pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError):
+      pass  # A partial file from an interrupted build: render again.
   image = synthetic.generate_image(gen_config, seed, index)
-  return examples_from_image(
+  result = examples_from_image(
       image.dataset,
       image.annotation,
       vocabularies,
       config,
       where=f"synthetic image {index}",
   )
+  if cache_file is not None:
+    tmp = f"{cache_file}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+      pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, cache_file)
+  return result
+
+
+def image_cache_dir(
+    data_dir_root: str, gen_config: Any, config: CalcGraphConfig
+) -> str:
+  """Per-image cache folder keyed by everything that shapes an example.
+
+  The synthetic stream is deterministic per (generator config, seed, image
+  index), so cached images are reused by a larger or interrupted build.
+  """
+  key = repr((
+      dataclasses.asdict(gen_config),
+      config.seed,
+      config.patch_size,
+      tuple(config.view_size),
+      config.crop_size,
+      "v1",
+  ))
+  digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+  return os.path.join(data_dir_root, "_mammojax_cache", "synthetic", digest)
 
 
 def summarise(
@@ -313,10 +347,16 @@ class SyntheticCalcifications(tfds.core.GeneratorBasedBuilder):
     plan = synthetic.plan_dataset(
         gen_config, config.num_images, config.num_patients, config.seed
     )
+    cache = image_cache_dir(self.data_dir_root, gen_config, config)
+    os.makedirs(cache, exist_ok=True)
     args = [
-        (gen_config, config.seed, i, vocabularies, config)
+        (gen_config, config.seed, i, vocabularies, config,
+         os.path.join(cache, f"{i:06d}.pkl"))
         for i in range(len(plan))
     ]
+    cached = sum(os.path.exists(a[-1]) for a in args)
+    logging.info("%d of %d synthetic images come from the cache %s",
+                 cached, len(args), cache)
     if config.workers > 1:
       ctx = multiprocessing.get_context("spawn")
       with ctx.Pool(config.workers) as pool:
