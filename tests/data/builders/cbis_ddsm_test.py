@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from configs import mtgcn
 from mammojax.data import pipeline
 from mammojax.data.builders import calcification_graphs
-from mammojax.data.builders import cbis_ddsm
+from mammojax.data.builders import cbis_ddsm  # pylint: disable=unused-import
 from mammojax.data.sources import cbis_ddsm as cbis_source
 from mammojax.data.sources import common
 from tests.data.builders import trees
