@@ -274,8 +274,12 @@ def parse_case_descriptions(
   *,
   policy: LabelPolicy | None = None,
   report: common.BuildReport | None = None,
+  abnormality_types: Iterable[str] = ('calcification', 'mass'),
 ) -> tuple[list[CaseRow], common.BuildReport]:
   """Parses the case-description CSVs into rows with normalised labels.
+
+  A CSV of one of ``abnormality_types`` that is absent from ``csv_files`` is
+  reported as missing; the other families were not asked for.
 
   Args:
     csv_files: (abnormality type, split) -> CSV path, e.g. from
@@ -305,7 +309,7 @@ def parse_case_descriptions(
         rows.append(parsed)
         patients.setdefault((abn_type, split), set()).add(parsed.patient_id)
   for key in CSV_FILES:
-    if key not in csv_files:
+    if key[0] in set(abnormality_types) and key not in csv_files:
       report.warn(f'CBIS-DDSM: {CSV_FILES[key]} not found; its rows are '
                   'not included')
   _warn_shared_patients(patients, report)
@@ -467,7 +471,9 @@ def parse_cbis_ddsm(
       f'{root}; expected files like calc_case_description_train_set.csv'
     )
   # Labels are counted again below for the records that survive.
-  rows, _ = parse_case_descriptions(csv_files, policy=policy, report=report)
+  rows, _ = parse_case_descriptions(
+      csv_files, policy=policy, report=report, abnormality_types=wanted
+  )
   report.num_records.clear()
   report.label_counts.clear()
   index = common.DicomIndex(root, report)
