@@ -2,11 +2,13 @@
 
 import dataclasses
 import functools
+import io
 import json
 import math
 import pathlib
 import shutil
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -15,6 +17,7 @@ from pydicom.pixels import apply_voi_lut
 from scipy import spatial
 
 from mammojax.data import annotations
+from mammojax.data import synthesize
 from mammojax.data import synthetic
 
 # Half-size field of view keeps an image at ~0.3 s.
@@ -424,6 +427,25 @@ class WriteDatasetTest(absltest.TestCase):
     self.assertEqual(
         data["images"][0]["calcifications"],
         _image(SMALL, DICOM_SEED, 0).annotation["calcifications"])
+
+
+  def test_cli(self):
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+    with mock.patch("sys.stdout", new_callable=io.StringIO) as out:
+      status = synthesize.main([
+          "--out", str(tmp), "--num-images", "2", "--num-patients", "1",
+          "--seed", str(DICOM_SEED), "--workers", "1", "--breast-scale",
+          "0.5", "--no-progress"])
+    self.assertEqual(status, 0)
+    summary = json.loads(out.getvalue())
+    self.assertEqual((summary["images"], summary["patients"]), (2, 1))
+    self.assertTrue((tmp / "P0001" / "P0001_L_MLO.dcm").exists())
+    with mock.patch("sys.stderr", new_callable=io.StringIO) as err:
+      status = synthesize.main(["--out", str(tmp), "--num-images", "5",
+                                "--num-patients", "1", "--no-progress"])
+    self.assertEqual(status, 2)
+    self.assertIn("5 images from 1 patients", err.getvalue())
 
 
 if __name__ == "__main__":
