@@ -5,7 +5,6 @@ Parses flags and hands the config to ``training.loop.train_and_evaluate``
 command line, e.g. ``--config.model.num_layers=16``.
 """
 
-import logging as std_logging
 import os
 
 from absl import app
@@ -13,6 +12,8 @@ from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
+
+from mammojax import runtime
 
 FLAGS = flags.FLAGS
 
@@ -26,37 +27,21 @@ config_flags.DEFINE_config_file(
 )
 
 
-def configure_jax() -> None:
-  """rbg PRNG and the persistent compilation cache (fast CPU start-up)."""
-  jax.config.update("jax_default_prng_impl", "rbg")
-  cache = os.environ.get(
-      "MAMMOJAX_COMPILATION_CACHE",
-      os.path.join(os.path.expanduser("~"), ".cache", "mammojax", "jax"),
-  )
-  if cache:
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
-class _DropLibraryInfo(std_logging.Filter):
-  """Keeps orbax's per-file INFO chatter out of the run log."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    noisy = "orbax" in record.pathname or "tensorflow_datasets" in (
-        record.pathname
-    )
-    return record.levelno >= std_logging.WARNING or not noisy
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_DropLibraryInfo())
-  configure_jax()
+  runtime.configure_jax()
+  runtime.quiet_library_logging()
   from mammojax.training import loop  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
   logging.info("config:\n%s", config)
+  if config.get("protocol"):
+    from mammojax.experiments import luminal  # pylint: disable=g-import-not-at-top
+
+    luminal.run_protocol(config, FLAGS.workdir)
+    print(f"results written to {os.path.join(FLAGS.workdir, 'results.json')}")
+    return
   results = loop.train_and_evaluate(config, FLAGS.workdir)
   summary = {
       split: {

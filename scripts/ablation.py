@@ -120,10 +120,11 @@ def run_row(name, overrides, loop):
 
 def main(argv):
   del argv
-  from mammojax.main import configure_jax  # pylint: disable=g-import-not-at-top
+  from mammojax import runtime  # pylint: disable=g-import-not-at-top
   from mammojax.training import loop  # pylint: disable=g-import-not-at-top
 
-  configure_jax()
+  runtime.configure_jax()
+  runtime.quiet_library_logging()
   rows = FLAGS.rows or list(ROWS)
   unknown = [r for r in rows if r not in ROWS]
   if unknown:
