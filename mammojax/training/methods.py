@@ -48,6 +48,7 @@ class Method(Protocol):
 
 _METHODS = {
     "mtgcn": ("mammojax.training.mtgcn_task", "MTGCNMethod"),
+    "luminal": ("mammojax.training.luminal_task", "LuminalMethod"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Multi-run experiment protocols built on ``training.loop.train_and_evaluate``."""
