@@ -7,9 +7,17 @@ patient-wise held-out test set, so rows and folds are comparable. The table
 reports test AUC (Hand & Till one-vs-one, and one-vs-rest) as mean ± std over
 folds, like the paper's Table 1.
 
+The table's CNN baselines (``BASELINE_ROWS``: ResNet, DenseNet, MobileNet,
+ShuffleNet as image-level distribution and patch-level morphology
+classifiers) are ``configs/cnn_baseline.py`` variants run through the same
+folds (same patient-wise splits). ``--rows`` names rows of either table;
+``baselines`` stands for every baseline row and ``all`` for every row.
+
   python scripts/ablation.py --workdir=runs/ablation --folds=5
   python scripts/ablation.py --workdir=runs/ablation_quick --folds=2 \
       --num_epochs=5 --rows=proposed,task_node,task_graph
+  python scripts/ablation.py --workdir=runs/ablation_quick --folds=2 \
+      --num_epochs=5 --rows=resnet18_image,resnet18_patch
 
 Runs are resumable: a fold whose ``results.json`` exists is not retrained.
 Writes ``ablation.json`` and ``ablation.md`` into the workdir.
@@ -26,16 +34,21 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from configs import cnn_baseline  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import mtgcn  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/ablation", "Output folder.")
-flags.DEFINE_string("variant", "default", "configs/mtgcn.py variant.")
+flags.DEFINE_string(
+    "variant", "default", "configs/mtgcn.py variant (MT-GCN rows)."
+)
 flags.DEFINE_integer("folds", 5, "k of the patient-wise k-fold CV.")
 flags.DEFINE_list("only_folds", [], "Run only these fold indices.")
 flags.DEFINE_integer("num_epochs", 0, "Override config.num_epochs (0: keep).")
 flags.DEFINE_list(
-    "rows", [], "Rows to run (default: all); see ROWS for the names."
+    "rows", [],
+    "Rows to run (default: every ROWS row); names of ROWS or BASELINE_ROWS, "
+    "'baselines' (every baseline row) or 'all'.",
 )
 flags.DEFINE_string("dataset_builder_config", "", "Override the dataset.")
 
@@ -63,6 +76,39 @@ ROWS = {
 }
 
 
+# The paper's CNN baselines (Table 1): name -> (description,
+# configs/cnn_baseline.py variant, overrides, (distribution AUC, morphology
+# AUC) reported by the paper). Image level: the cluster crop -> distribution;
+# patch level: each calcification patch -> morphology.
+_CNNS = (
+    ("resnet18", "ResNet-18", (0.683, 0.565)),
+    ("densenet121", "DenseNet-121", (0.688, 0.576)),
+    ("mobilenet_v2", "MobileNetV2", (0.694, 0.575)),
+    ("shufflenet_v2_x1_0", "ShuffleNetV2 1.0x", (0.678, 0.581)),
+)
+BASELINE_ROWS = {}
+for _model, _title, (_dist, _morph) in _CNNS:
+  BASELINE_ROWS[f"{_model}_image"] = (
+      f"{_title} baseline, image level (distribution)",
+      f"{_model}_image", {}, (_dist, None),
+  )
+  BASELINE_ROWS[f"{_model}_patch"] = (
+      f"{_title} baseline, patch level (morphology)",
+      f"{_model}_patch", {}, (None, _morph),
+  )
+
+
+def _row(name):
+  """``(description, config, overrides, paper)``; config builds the base."""
+  if name in ROWS:
+    description, overrides, paper = ROWS[name]
+    return (description, lambda: mtgcn.get_config(FLAGS.variant), overrides,
+            paper)
+  description, variant, overrides, paper = BASELINE_ROWS[name]
+  return (description, lambda: cnn_baseline.get_config(variant), overrides,
+          paper)
+
+
 def _apply(config, overrides):
   for key, value in overrides.items():
     target = config
@@ -86,12 +132,13 @@ def _fmt(mean, std):
   return "—" if mean is None else f"{mean:.3f} ± {std:.3f}"
 
 
-def run_row(name, overrides, loop):
+def run_row(name, overrides, loop, base_config=None):
   """Trains every fold of one row; returns per-fold test metrics."""
   per_fold = []
   folds = [int(f) for f in FLAGS.only_folds] or list(range(FLAGS.folds))
+  base_config = base_config or (lambda: mtgcn.get_config(FLAGS.variant))
   for fold in folds:
-    config = _apply(mtgcn.get_config(FLAGS.variant), overrides)
+    config = _apply(base_config(), overrides)
     config.dataset.num_folds = FLAGS.folds
     config.dataset.fold = fold
     if FLAGS.num_epochs:
@@ -125,15 +172,22 @@ def main(argv):
 
   runtime.configure_jax()
   runtime.quiet_library_logging()
-  rows = FLAGS.rows or list(ROWS)
-  unknown = [r for r in rows if r not in ROWS]
+  groups = {"baselines": list(BASELINE_ROWS),
+            "all": list(ROWS) + list(BASELINE_ROWS)}
+  rows = []
+  for r in FLAGS.rows or list(ROWS):
+    rows += [x for x in groups.get(r, [r]) if x not in rows]
+  unknown = [r for r in rows if r not in ROWS and r not in BASELINE_ROWS]
   if unknown:
-    raise app.UsageError(f"--rows: unknown {unknown}; known {list(ROWS)}")
+    raise app.UsageError(
+        f"--rows: unknown {unknown}; known {list(ROWS)}, "
+        f"{list(BASELINE_ROWS)}, baselines, all"
+    )
   os.makedirs(FLAGS.workdir, exist_ok=True)
   table = {}
   for name in rows:
-    description, overrides, paper = ROWS[name]
-    per_fold = run_row(name, overrides, loop)
+    description, base_config, overrides, paper = _row(name)
+    per_fold = run_row(name, overrides, loop, base_config)
     summary = {}
     for key in ("graph_auc_ovo", "graph_auc_ovr", "node_auc_ovo",
                 "node_auc_ovr"):
@@ -141,6 +195,9 @@ def main(argv):
       summary[key] = {"mean": mean, "std": std, "folds": n}
     table[name] = {
         "description": description,
+        "config": (f"configs/cnn_baseline.py:{BASELINE_ROWS[name][1]}"
+                   if name in BASELINE_ROWS
+                   else f"configs/mtgcn.py:{FLAGS.variant}"),
         "overrides": {k: list(v) if isinstance(v, tuple) else v
                       for k, v in overrides.items()},
         "paper_auc": {"distribution": paper[0], "morphology": paper[1]},
@@ -150,9 +207,10 @@ def main(argv):
   with open(os.path.join(FLAGS.workdir, "ablation.json"), "w") as f:
     json.dump(table, f, indent=2)
   lines = [
-      "# MT-GCN ablations (test AUC, mean ± std over folds)",
+      "# MT-GCN ablations and CNN baselines (test AUC, mean ± std over "
+      "folds)",
       "",
-      f"{FLAGS.folds}-fold patient-wise CV, variant `{FLAGS.variant}`"
+      f"{FLAGS.folds}-fold patient-wise CV, MT-GCN variant `{FLAGS.variant}`"
       + (f", {FLAGS.num_epochs} epochs" if FLAGS.num_epochs else "")
       + ". Paper values are from its in-house data (Table 1).",
       "",

@@ -368,6 +368,33 @@ class GraphData:
     return self.batches(self.splits[split], num_devices=num_devices)
 
 
+def cluster_splits(
+    config: ml_collections.ConfigDict, examples: Sequence[dict[str, Any]]
+) -> dict[str, np.ndarray]:
+  """MT-GCN's patient-wise splits of calcification-cluster examples.
+
+  ``patient_splits`` stratified by the cluster's distribution with the
+  fields of ``config.dataset``; an official ``test`` source split is kept as
+  the test set. Every method on the calcification datasets uses this, so
+  their folds hold the same patients.
+  """
+  ds = config.dataset
+  fixed_test = None
+  source_splits = {ex["source_split"] for ex in examples}
+  if "test" in source_splits:
+    fixed_test = np.asarray([ex["source_split"] == "test" for ex in examples])
+  return patient_splits(
+      [ex["patient_id"] for ex in examples],
+      [ex["distribution"] for ex in examples],
+      val_fraction=ds.val_fraction,
+      test_fraction=ds.test_fraction,
+      num_folds=ds.num_folds,
+      fold=ds.fold,
+      seed=ds.split_seed,
+      fixed_test=fixed_test,
+  )
+
+
 def create_graph_data(
     config: ml_collections.ConfigDict,
     *,
@@ -381,21 +408,7 @@ def create_graph_data(
         f"config.dataset.name={config.dataset.name!r}: the dataset has no "
         f"examples (build report: {info.get('build_report')})"
     )
-  ds = config.dataset
-  fixed_test = None
-  source_splits = {ex["source_split"] for ex in examples}
-  if "test" in source_splits:
-    fixed_test = np.asarray([ex["source_split"] == "test" for ex in examples])
-  splits = patient_splits(
-      [ex["patient_id"] for ex in examples],
-      [ex["distribution"] for ex in examples],
-      val_fraction=ds.val_fraction,
-      test_fraction=ds.test_fraction,
-      num_folds=ds.num_folds,
-      fold=ds.fold,
-      seed=ds.split_seed,
-      fixed_test=fixed_test,
-  )
+  splits = cluster_splits(config, examples)
   gcfg = config.graph
   sample_graphs = [
       graphs_lib.build_sample_graphs(

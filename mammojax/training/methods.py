@@ -49,6 +49,8 @@ class Method(Protocol):
 _METHODS = {
     "mtgcn": ("mammojax.training.mtgcn_task", "MTGCNMethod"),
     "luminal": ("mammojax.training.luminal_task", "LuminalMethod"),
+    "cnn_baseline": ("mammojax.training.cnn_baseline_task",
+                     "CNNBaselineMethod"),
 }
 
 

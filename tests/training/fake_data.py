@@ -7,11 +7,21 @@ MORPHOLOGY = ("punctate", "amorphous", "coarse_heterogeneous",
 DISTRIBUTION = ("diffuse", "regional", "grouped", "linear", "segmental")
 
 
-def make_examples(num_examples=24, *, seed=0, patch_size=14, max_nodes=12):
+def _crop(coords, size):
+  """uint8 ``[size, size]``: 200 at each node's normalised ``xy``."""
+  crop = np.zeros((size, size), np.uint8)
+  xy = np.clip(np.round(coords * (size - 1)), 0, size - 1).astype(int)
+  crop[xy[:, 1], xy[:, 0]] = 200
+  return crop
+
+
+def make_examples(num_examples=24, *, seed=0, patch_size=14, max_nodes=12,
+                  crop_size=32):
   """Examples in the layout of the calcification-graph TFDS builders.
 
   Labels are learnable: the graph label sets the spread of the nodes and the
-  node label sets the brightness of the patch.
+  node label sets the brightness of the patch. The ``crop`` shows the nodes
+  as bright pixels at their coordinates.
   """
   rng = np.random.default_rng(seed)
   examples = []
@@ -33,7 +43,7 @@ def make_examples(num_examples=24, *, seed=0, patch_size=14, max_nodes=12):
         "centers_xy": coords * 100.0,
         "morphology": morph.astype(np.int64),
         "distribution": np.int64(dist),
-        "crop": np.zeros((32, 32), np.uint8),
+        "crop": _crop(coords, crop_size),
         "crop_box": np.array([0, 0, 100, 100], np.float32),
         "source_split": "full",
     })
