@@ -24,21 +24,22 @@ checkpoint by validation loss. Optional ImageNet initialisation:
 state_dict you provide; nothing is downloaded).
 
 CPU sizing (``protocol``): the ``synthetic_cmmd`` default dataset (600
-images / 308 patients stored at 256 x 160) is trained at 96 x 60 (area
-downsampling on load) for 5 / 4 / 4 epochs (pretrain / transfer /
-baseline), so the 15 runs finish in under 20 minutes on 2 shared CPU cores
-(measured: a ResNet-18 train step does ~18 images/s at 128 x 80 there).
-Train at the stored size with ``--config.<stage>.dataset.image_size=()``.
-On 96 x 60 inputs ResNet-18's ``layer4`` map is 3 x 2, so Grad-CAM is
-coarse; with ~100 optimiser steps per stage at the paper's learning rates
-the CPU protocol is a functional check, not a reproduction of Table 2.
+images / 308 patients stored at 256 x 160) is trained at 128 x 80 (area
+downsampling on load) for 3 epochs per stage, so the 15 runs finish in
+under 20 minutes on 2 CPU cores (a ResNet-18 train step does ~20-25
+images/s at 128 x 80 there). Avoid sizes like 96 x 60: XLA's CPU
+convolutions were measured 10x slower there (2.6 vs 25 images/s). Train at
+the stored size with ``--config.<stage>.dataset.image_size=()``. On
+128 x 80 inputs ResNet-18's ``layer4`` map is 4 x 3, so Grad-CAM is coarse;
+with ~60 optimiser steps per stage at the paper's learning rates the CPU
+protocol is a functional check, not a reproduction of Table 2.
 """
 
 import ml_collections
 
 # Epochs per stage of the CPU protocol (the paper trains up to early
-# stopping; a 2-core CPU affords a few epochs of ~20 steps).
-_CPU = {"pretrain": 5, "transfer": 4, "baseline": 4}
+# stopping; a shared 2-core CPU affords 3 epochs of ~20 steps per stage).
+_CPU = {"pretrain": 3, "transfer": 3, "baseline": 3}
 # Learning rates (paper: 1e-4 MLMC, 1e-5 luminal).
 _LR = {"pretrain": 1e-4, "transfer": 1e-5, "baseline": 1e-5}
 
@@ -60,7 +61,7 @@ def stage_config(stage: str) -> ml_collections.ConfigDict:
   config.dataset.builder_config = "default"  # 600 images, 256 x 160.
   config.dataset.data_dir = ""  # "" -> $MAMMOJAX_DATA_DIR or ~/mammojax_data.
   config.dataset.manual_dir = ""
-  config.dataset.image_size = (96, 60)  # Training input; () = as stored.
+  config.dataset.image_size = (128, 80)  # Training input; () = as stored.
   # Patient-wise splits on all images: test_fraction of the patients form
   # the independent test set; the rest is split in num_folds folds (fold
   # `fold` validates), or val_fraction of it validates when num_folds == 1.

@@ -65,9 +65,8 @@ def check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
   tasks = tuple(tasks)
   if tasks == (LUMINAL_TASK,):
     return tasks
-  if tasks and all(t in BINARY_TASKS for t in tasks) and len(set(tasks)) == len(
-      tasks
-  ):
+  unique = len(set(tasks)) == len(tasks)
+  if tasks and unique and all(t in BINARY_TASKS for t in tasks):
     return tasks
   raise ValueError(
       f"config.tasks={tasks!r}: expected ('luminal',) or a subset of "
@@ -588,9 +587,10 @@ class LuminalMethod:
     return adapt_initial_state(config, state)
 
   def write_report(self, workdir, config, data, results, raw_outputs, state):
-    from mammojax.experiments import luminal as experiment  # pylint: disable=g-import-not-at-top
+    # The experiment module imports this one (lazily): import it lazily too.
+    from mammojax.experiments import luminal as exp  # pylint: disable=g-import-not-at-top
 
-    experiment.write_run_report(
+    exp.write_run_report(
         workdir, config, data, results, raw_outputs, state,
         model=self.create_model(config, data.vocabularies),
     )

@@ -141,7 +141,7 @@ def _correlate_keys(annotation: dict[str, Any]) -> list[str]:
 def render_example(
     args: tuple[SyntheticCmmdConfig, int],
 ) -> tuple[Optional[tuple[str, dict[str, Any]]], Optional[str], dict]:
-  """Renders image ``index``: ``((key, features) | None, skip reason, info)``."""
+  """Renders image ``index``: ``((key, features) | None, skip, info)``."""
   config, index = args
   gens = generator_configs(config)
   spec = synthetic.image_spec(gens["mass"], config.seed, index)
