@@ -6,8 +6,11 @@ import pathlib
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from mammojax.models import mtgcn as mtgcn_lib
 
 _SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts"
 
@@ -118,13 +121,14 @@ def test_uncommitted_state_is_counted_as_a_second_compilation():
 
 
 @pytest.mark.skipif(not _has_pyg(), reason="torch_geometric not installed")
-def test_pyg_reference_matches_mammojax_forward():
+@pytest.mark.parametrize("scan", [False, True])
+def test_pyg_reference_matches_mammojax_forward(scan):
   """Same weights => same eval logits: the PyG model is the same network."""
   import torch  # pylint: disable=g-import-not-at-top
   from mammojax.models import gnn  # pylint: disable=g-import-not-at-top
 
   pyg_reference = _load("pyg_reference")
-  spec = _tiny_spec()
+  spec = _tiny_spec(scan=scan)
   work = benchmark.build_workload(spec, seed=1)
   batch = work["batches"][0]
   torch.manual_seed(0)
@@ -137,9 +141,10 @@ def test_pyg_reference_matches_mammojax_forward():
       layer.conv.aggr_module.t.fill_(1.3)
       layer.conv.msg_norm.scale.fill_(0.7)
   sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
+  model = benchmark.make_model(spec)
   gcn_vars = gnn.params_from_torch_state_dict(
       {k: v for k, v in sd.items() if k.startswith("gcn.")},
-      module="deepgcn", prefix="gcn.", learn_msg_scale=True,
+      module="deepgcn", prefix="gcn.", learn_msg_scale=True, scan=model.scan,
   )
   lin = lambda p: {"kernel": sd[p + ".weight"].T, "bias": sd[p + ".bias"]}
   params = {
@@ -152,7 +157,6 @@ def test_pyg_reference_matches_mammojax_forward():
       "graph_head_0": lin("graph_head.0"),
       "graph_head_1": lin("graph_head.2"),
   }
-  model = benchmark.make_model(spec)
   init = model.init(jax.random.key(0), batch, train=False)["params"]
   assert jax.tree.structure(init) == jax.tree.structure(params)
   for a, b in zip(jax.tree.leaves(init), jax.tree.leaves(params)):
@@ -171,3 +175,37 @@ def test_pyg_reference_matches_mammojax_forward():
       np.asarray(out["graph_logits"])[: data.num_graphs],
       ref["graph_logits"].numpy(), rtol=1e-4, atol=1e-5,
   )
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_fused_graph_types_match_per_type_gcn(scan):
+  """One GCN call over [G * N] nodes == one call per graph type (same
+  params, outputs and gradients); the small-K edge encoder is a Dense."""
+  spec = _tiny_spec(scan=scan)
+  batch = benchmark.build_workload(spec, seed=2)["batches"][0]
+  fused = benchmark.make_model(spec)
+  assert fused.fuse_graph_types
+  per_type = fused.clone(fuse_graph_types=False)
+  params = fused.init(jax.random.key(0), batch, train=False)["params"]
+  assert jax.tree.structure(params) == jax.tree.structure(
+      per_type.init(jax.random.key(0), batch, train=False)["params"])
+
+  def loss(model, p):
+    out = model.apply({"params": p}, batch, train=False)
+    return (jnp.sum(jnp.sin(out["node_logits"]))
+            + jnp.sum(jnp.cos(out["graph_logits"]))), out
+
+  grad = jax.jit(jax.value_and_grad(loss, argnums=1, has_aux=True),
+                 static_argnums=0)
+  (_, out_f), g_f = grad(fused, params)
+  (_, out_p), g_p = grad(per_type, params)
+  for key in ("node_logits", "graph_logits", "node_embeddings"):
+    np.testing.assert_allclose(out_f[key], out_p[key], rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(g_f), jax.tree.leaves(g_p)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # Edge encoder: the broadcast multiply-add equals a Dense matmul.
+  kernel = params["edge_encoder"]["kernel"]
+  edges = np.asarray(batch["radius"].edges)
+  np.testing.assert_allclose(
+      mtgcn_lib._small_k_dot_general(edges, kernel, (((1,), (0,)), ((), ()))),
+      edges @ np.asarray(kernel), rtol=1e-5, atol=1e-6)

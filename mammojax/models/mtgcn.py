@@ -120,6 +120,54 @@ def graph_mean_pool(
   return sums / jnp.maximum(counts, 1.0)[:, None]
 
 
+_SMALL_K_MAX = 4  # Dense layers with at most this many inputs: elementwise.
+
+
+def _small_k_dot_general(
+    lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None
+):
+  """``lhs @ rhs`` (contracting lhs's last axis with rhs's first) as a sum of
+  ``K`` broadcast products, for tiny ``K``; same params and math as Dense."""
+  del precision, preferred_element_type
+  (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+  if (tuple(lhs_contract) != (lhs.ndim - 1,) or tuple(rhs_contract) != (0,)
+      or lhs_batch or rhs_batch or rhs.ndim != 2):
+    raise ValueError(f"unsupported dimension_numbers {dimension_numbers}")
+  out = lhs[..., 0:1] * rhs[0]
+  for k in range(1, rhs.shape[0]):
+    out = out + lhs[..., k:k + 1] * rhs[k]
+  return out
+
+
+def _fused_gcn(
+    gcn: nn.Module,
+    edge_encoder: nn.Module,
+    x: jax.Array,
+    typed_graphs: Sequence[jraph.GraphsTuple],
+    node_mask: jax.Array,
+    train: bool,
+) -> jax.Array:
+  """The shared GCN over all graph types in one call: ``[N, G, hidden]``.
+
+  Graph type ``i`` uses node copies ``i * N .. (i + 1) * N - 1``. Receivers
+  sorted within each type stay sorted after the offsets.
+  """
+  num_nodes, num_types = x.shape[0], len(typed_graphs)
+  offsets = [i * num_nodes for i in range(num_types)]
+  senders = jnp.concatenate(
+      [g.senders + o for g, o in zip(typed_graphs, offsets)]
+  )
+  receivers = jnp.concatenate(
+      [g.receivers + o for g, o in zip(typed_graphs, offsets)]
+  )
+  edges = edge_encoder(jnp.concatenate([g.edges for g in typed_graphs]))
+  out = gcn(
+      jnp.tile(x, (num_types, 1)), senders, receivers, edges,
+      node_mask=jnp.tile(node_mask, num_types), train=train,
+  )
+  return jnp.swapaxes(out.reshape(num_types, num_nodes, -1), 0, 1)
+
+
 class MTGCN(nn.Module):
   """Multi-task, multi-graph deep GCN.
 
@@ -131,6 +179,15 @@ class MTGCN(nn.Module):
     num_layers: GENConv layers (first bare conv + res+ blocks).
     node_input: 'patches' (run the patch CNN) or 'features' (precomputed
       ``nodes['features']``, e.g. for benchmarks).
+    scan: run the GCN's res+ layers under ``nn.scan`` (params stacked under
+      ``gcn/blocks``; compile time independent of depth) instead of unrolled
+      (``gcn/blocks_1..L-1``; faster steps on CPU, docs/performance.md).
+    fuse_graph_types: run the shared GCN ONCE over all graph types: the node
+      set is repeated per type (``[G * N]`` nodes) and the edge lists are
+      concatenated with offsets. Same weights, same math (every op of the
+      GCN is per node or per edge; graphs of different types never share a
+      node), half the kernels. Only used without BatchNorm in the GCN
+      (``conv_norm != 'batch'``), whose statistics would mix the types.
   """
 
   num_node_classes: int
@@ -151,6 +208,8 @@ class MTGCN(nn.Module):
   fusion: str = "attention"
   num_heads: int = 1
   node_input: str = "patches"
+  scan: bool = False
+  fuse_graph_types: bool = True
 
   @nn.compact
   def __call__(
@@ -189,7 +248,17 @@ class MTGCN(nn.Module):
       )
     x = jnp.concatenate([embed, nodes["coords"]], axis=-1)
     x = nn.Dense(self.hidden_size, name="node_encoder")(x)
-    edge_encoder = nn.Dense(self.hidden_size, name="edge_encoder")
+    # Edge features are a few numbers (2-d offsets): a K=2 matmul over every
+    # edge is slow on CPU, a broadcast multiply-add is one cheap fused op.
+    first_edges = graphs[self.graph_types[0]].edges
+    edge_encoder = nn.Dense(
+        self.hidden_size,
+        dot_general=(
+            _small_k_dot_general
+            if first_edges.shape[-1] <= _SMALL_K_MAX else None
+        ),
+        name="edge_encoder",
+    )
     gcn = gnn.DeepGCN(
         hidden=self.hidden_size,
         num_layers=self.num_layers,
@@ -201,17 +270,24 @@ class MTGCN(nn.Module):
         conv_norm=self.conv_norm,
         norm="layer",
         dropout=self.dropout,
+        scan=self.scan,
         name="gcn",
     )
-    per_type = []
-    for graph_type in self.graph_types:
-      g = graphs[graph_type]
-      edges = edge_encoder(g.edges)
-      per_type.append(
-          gcn(x, g.senders, g.receivers, edges, node_mask=node_mask,
-              train=train)
+    if self.fuse_graph_types and self.conv_norm != "batch":
+      stacked = _fused_gcn(
+          gcn, edge_encoder, x, [graphs[t] for t in self.graph_types],
+          node_mask, train,
       )
-    stacked = jnp.stack(per_type, axis=1)
+    else:
+      per_type = []
+      for graph_type in self.graph_types:
+        g = graphs[graph_type]
+        edges = edge_encoder(g.edges)
+        per_type.append(
+            gcn(x, g.senders, g.receivers, edges, node_mask=node_mask,
+                train=train)
+        )
+      stacked = jnp.stack(per_type, axis=1)
     fused = GraphTypeFusion(self.fusion, self.num_heads, name="fusion")(
         stacked
     )
