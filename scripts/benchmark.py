@@ -34,8 +34,8 @@ custom-VJP softmax aggregation 1.43x; unrolled layers 1.19x (vs nn.scan);
 elementwise 2->64 edge encoder ~8%; one fused GCN call over both graph types
 0-10% slower steps (1.5x faster compile; off by default);
 ``indices_are_sorted`` none; a dense ELL neighbour layout 4.4x slower. With
-the defaults mammojax trains at about PyG's speed (0.94-1.01x) and infers
-1.2-1.5x faster (was 3-7x slower).
+the defaults mammojax trains at about PyG's speed (0.86-1.01x) and infers
+1.1-1.5x faster (was 3-7x slower).
 
 ``--reference=pyg`` trains / evaluates the same model in PyTorch Geometric
 (``scripts/pyg_reference.py``, ``torch.set_num_threads(2)``) on the same,
