@@ -287,6 +287,46 @@ def _all_padding_like(batch: dict[str, Any]) -> dict[str, Any]:
   }
 
 
+class ArrayBatches:
+  """Fixed-shape batches of in-memory arrays (the image methods' data).
+
+  Subclasses provide ``per_device_batch_size``, ``splits`` (split name ->
+  item indices), ``epoch_order(epoch)`` and ``_batch(indices, size)``, which
+  returns a dict of arrays with ``size`` leading rows, the rows past
+  ``len(indices)`` masked padding.
+  """
+
+  per_device_batch_size: int
+  splits: dict[str, np.ndarray]
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    raise NotImplementedError
+
+  def _batch(self, indices: np.ndarray, size: int) -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+  def batches(self, indices: Sequence[int], *, num_devices: int = 1):
+    """Fixed-shape batches of ``indices`` (stacked per device if > 1)."""
+    indices = np.asarray(indices, np.int64)
+    size = self.per_device_batch_size * num_devices
+    for start in range(0, len(indices), size):
+      batch = self._batch(indices[start : start + size], size)
+      if num_devices > 1:
+        batch = {
+            k: v.reshape((num_devices, -1) + v.shape[1:])
+            for k, v in batch.items()
+        }
+      yield batch
+
+  def train_batches(self, epoch: int, *, num_devices: int = 1):
+    """Batches of training epoch ``epoch`` (no padding)."""
+    return self.batches(self.epoch_order(epoch), num_devices=num_devices)
+
+  def eval_batches(self, split: str, *, num_devices: int = 1):
+    """Batches of ``split`` in a fixed order (last one padded)."""
+    return self.batches(self.splits[split], num_devices=num_devices)
+
+
 @dataclasses.dataclass
 class GraphData:
   """Examples, splits, graphs and the padding budget of one experiment."""

@@ -36,7 +36,7 @@ run inside the jitted train step on the step's key.
 
 import math
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from absl import logging
 import flax.linen as nn
@@ -104,7 +104,7 @@ def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
   )
 
 
-class BaselineData:
+class BaselineData(pipeline.ArrayBatches):
   """In-memory inputs of one level, splits and fixed-shape batches."""
 
   def __init__(
@@ -180,26 +180,6 @@ class BaselineData:
         "index": np.where(mask, idx, -1).astype(np.int32),
     }
 
-  def batches(self, indices: Sequence[int], *, num_devices: int = 1):
-    """Fixed-shape batches of ``indices`` (stacked per device if > 1)."""
-    indices = np.asarray(indices, np.int64)
-    size = self.per_device_batch_size * num_devices
-    for start in range(0, len(indices), size):
-      batch = self._batch(indices[start : start + size], size)
-      if num_devices > 1:
-        batch = {
-            k: v.reshape((num_devices, -1) + v.shape[1:])
-            for k, v in batch.items()
-        }
-      yield batch
-
-  def train_batches(self, epoch: int, *, num_devices: int = 1):
-    """Batches of training epoch ``epoch`` (no padding)."""
-    return self.batches(self.epoch_order(epoch), num_devices=num_devices)
-
-  def eval_batches(self, split: str, *, num_devices: int = 1):
-    """Batches of ``split`` in a fixed order (last one padded)."""
-    return self.batches(self.splits[split], num_devices=num_devices)
 
 
 def _require(examples, keys, config):

@@ -102,7 +102,7 @@ def resize_images(images: np.ndarray, size: Sequence[int]) -> np.ndarray:
   return out
 
 
-class ImageData:
+class ImageData(pipeline.ArrayBatches):
   """In-memory whole images, patient-wise splits and fixed-shape batches."""
 
   def __init__(
@@ -167,28 +167,6 @@ class ImageData:
       batch[field] = np.where(mask, values[idx], -1).astype(np.int32)
     return batch
 
-  def batches(
-      self, indices: Sequence[int], *, num_devices: int = 1
-  ) -> Any:
-    """Fixed-shape batches of ``indices`` (stacked per device if > 1)."""
-    indices = np.asarray(indices, np.int64)
-    size = self.per_device_batch_size * num_devices
-    for start in range(0, len(indices), size):
-      batch = self._batch(indices[start : start + size], size)
-      if num_devices > 1:
-        batch = {
-            k: v.reshape((num_devices, -1) + v.shape[1:])
-            for k, v in batch.items()
-        }
-      yield batch
-
-  def train_batches(self, epoch: int, *, num_devices: int = 1):
-    """Batches of training epoch ``epoch`` (no padding)."""
-    return self.batches(self.epoch_order(epoch), num_devices=num_devices)
-
-  def eval_batches(self, split: str, *, num_devices: int = 1):
-    """Batches of ``split`` in a fixed order (last one padded)."""
-    return self.batches(self.splits[split], num_devices=num_devices)
 
 
 def stratification_labels(luminal: np.ndarray) -> np.ndarray:
