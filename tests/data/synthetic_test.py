@@ -19,6 +19,8 @@ from scipy import spatial
 from mammojax.data import annotations
 from mammojax.data import synthesize
 from mammojax.data import synthetic
+from mammojax.data.synthetic import calc_shapes
+from mammojax.data.synthetic import planning
 
 # Half-size field of view keeps an image at ~0.3 s.
 SMALL = synthetic.SyntheticConfig(breast_scale=0.5)
@@ -85,7 +87,7 @@ class DeterminismTest(absltest.TestCase):
   def test_same_seed_same_image(self):
     a = synthetic.generate_image(SMALL, 11, 1)  # out of order: index 1 first
     b = synthetic.generate_image(SMALL, 11, 0)
-    synthetic._plan_breast.cache_clear()
+    planning._plan_breast.cache_clear()
     c = synthetic.generate_image(SMALL, 11, 1)
     spec = synthetic.plan_dataset(SMALL, 2, seed=11)[1]
     d = synthetic.generate_image(SMALL, spec)
@@ -280,9 +282,9 @@ class CalcificationTest(absltest.TestCase):
       diameters = []
       for k in range(25):
         rng = np.random.default_rng(k)
-        shape = synthetic._calc_shape(morphology, rng, 0.3 * k, k / 25)
-        *_, mask, diameter = synthetic._render_calc(shape, 20.3, 20.6, 0.07,
-                                                    5)
+        shape = calc_shapes._calc_shape(morphology, rng, 0.3 * k, k / 25)
+        *_, mask, diameter = calc_shapes._render_calc(shape, 20.3, 20.6,
+                                                      0.07, 5)
         self.assertTrue(mask.any())
         diameters.append(diameter)
       self.assertBetween(min(diameters), lo, hi, msg=morphology)
@@ -345,7 +347,7 @@ class DistributionTest(absltest.TestCase):
       self.assertGreaterEqual(len(pts), 5)
       # All calcifications inside the triangle.
       for p in pts:
-        self.assertTrue(synthetic._in_triangle(p, tri), msg=p)
+        self.assertTrue(planning._in_triangle(p, tri), msg=p)
       # The apex is the vertex nearest the nipple and the most acute angle.
       nipple = np.asarray(image.nipple_xy)
       dist = np.linalg.norm(tri - nipple, axis=1)
@@ -398,8 +400,8 @@ class MassTest(absltest.TestCase):
     self.assertEqual("subtype" in labels, any_malignant)
 
   def test_pathology_depends_on_shape_and_margin(self):
-    risk = lambda s, m: synthetic._sigmoid(
-        synthetic._SHAPE_RISK[s] + synthetic._MARGIN_RISK[m])
+    risk = lambda s, m: planning._sigmoid(
+        planning._SHAPE_RISK[s] + planning._MARGIN_RISK[m])
     self.assertGreater(risk("irregular", "spiculated"), 0.95)
     self.assertLess(risk("round", "circumscribed"), 0.1)
     self.assertLess(risk("oval", "circumscribed"), 0.1)

@@ -1,0 +1,103 @@
+"""DICOM output: MG "For Presentation" datasets and Part 10 files.
+
+Stored pixels are wrapped in a "Digital Mammography X-Ray Image - For
+Presentation" dataset with deterministic UIDs (seed, patient, image), view
+codes, pixel spacing, photometric interpretation and VOI window.
+"""
+
+import os
+import pathlib
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from mammojax.data.synthetic.layout import ImageSpec
+from mammojax.data.synthetic.planning import _BreastPlan
+
+MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+_SNOMED_VIEW = {"CC": ("R-10242", "cranio-caudal"),
+                "MLO": ("R-10226", "medio-lateral oblique")}
+
+
+def _uid(spec: ImageSpec, *parts: str) -> str:
+  """A deterministic UID from the seed, patient and `parts`."""
+  return generate_uid(entropy_srcs=["mammojax-synthetic", str(spec.seed),
+                                    spec.patient_id, *parts])
+
+
+def _make_dataset(spec: ImageSpec, plan: _BreastPlan, pix: np.ndarray,
+                  center: float, width: float, function: str) -> Dataset:
+  """Wraps stored pixels [H, W] uint16 in an MG For Presentation dataset."""
+  sop_uid = _uid(spec, spec.image_id, "sop")
+  meta = FileMetaDataset()
+  meta.MediaStorageSOPClassUID = MG_FOR_PRESENTATION
+  meta.MediaStorageSOPInstanceUID = sop_uid
+  meta.TransferSyntaxUID = ExplicitVRLittleEndian
+  meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+  meta.ImplementationVersionName = "MAMMOJAX_SYN1"
+  ds = Dataset()
+  ds.file_meta = meta
+  ds.SpecificCharacterSet = "ISO_IR 100"
+  ds.ImageType = ["DERIVED", "PRIMARY", ""]
+  ds.SOPClassUID = MG_FOR_PRESENTATION
+  ds.SOPInstanceUID = sop_uid
+  ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
+  ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+  ds.AccessionNumber = ""
+  ds.Modality = "MG"
+  ds.PresentationIntentType = "FOR PRESENTATION"
+  ds.Manufacturer = "mammojax synthetic"
+  ds.ReferringPhysicianName = ""
+  ds.PatientName = f"Synthetic^{spec.patient_id}"
+  ds.PatientID = spec.patient_id
+  ds.PatientBirthDate = ""
+  ds.PatientSex = "F"
+  ds.BodyPartExamined = "BREAST"
+  ds.StudyInstanceUID = _uid(spec, "study")
+  ds.SeriesInstanceUID = _uid(spec, spec.image_id, "series")
+  ds.StudyID = "1"
+  ds.SeriesNumber = 1
+  ds.InstanceNumber = spec.index + 1
+  ds.Laterality = spec.laterality
+  ds.ImageLaterality = spec.laterality
+  ds.ViewPosition = spec.view
+  code, meaning = _SNOMED_VIEW[spec.view]
+  item = Dataset()
+  item.CodeValue, item.CodingSchemeDesignator = code, "SRT"
+  item.CodeMeaning = meaning
+  ds.ViewCodeSequence = [item]
+  ds.PatientOrientation = ["P", "L"] if spec.laterality == "L" else ["A", "R"]
+  ds.BurnedInAnnotation = "NO"
+  ds.BreastImplantPresent = "NO"
+  ds.PartialView = "NO"
+  ds.DetectorType = "DIRECT"
+  ds.ImagerPixelSpacing = [plan.spacing, plan.spacing]
+  ds.PixelSpacing = [plan.spacing, plan.spacing]
+  ds.BodyPartThickness = round(plan.thickness, 1)
+  ds.SamplesPerPixel = 1
+  mono1 = plan.monochrome1
+  ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
+  ds.PresentationLUTShape = "INVERSE" if mono1 else "IDENTITY"
+  ds.PixelIntensityRelationship = "LOG"
+  ds.PixelIntensityRelationshipSign = 1 if mono1 else -1
+  ds.Rows, ds.Columns = pix.shape
+  ds.BitsAllocated = 16
+  ds.BitsStored = plan.bits
+  ds.HighBit = plan.bits - 1
+  ds.PixelRepresentation = 0
+  ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+  ds.WindowCenter = center
+  ds.WindowWidth = width
+  ds.VOILUTFunction = function
+  ds.WindowCenterWidthExplanation = "synthetic"
+  ds.PixelData = np.ascontiguousarray(pix, dtype="<u2").tobytes()
+  return ds
+
+
+def write_dicom(path: str | os.PathLike, ds: Dataset) -> None:
+  """Writes `ds` as a DICOM Part 10 file (Explicit VR Little Endian)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  ds.save_as(path, enforce_file_format=True)
