@@ -1,5 +1,17 @@
 """DICOM mammogram ingestion: stored pixels -> float32 image in [0, 1].
 
+This module reads and validates DICOM files (`DicomError`), finds them in
+folders and runs the `load_dicom` pipeline. The steps live in sibling
+modules, one concept each, and their public names are re-exported here
+(`__all__`), so `dicom.<name>` works for all of them:
+
+- `mammojax.data.dicom_header`: `DicomMeta`, laterality, view, pixel spacing
+  (step 1's metadata).
+- `mammojax.data.voi`: Modality LUT, VOI LUT / windowing, display polarity
+  (steps 2-4).
+- `mammojax.data.breast_region`: chest-wall side, breast box (steps 5-6).
+- `mammojax.data.resample`: area / linear resampling (step 7).
+
 Pipeline of `load_dicom` (each step is also a public pure function):
 
 1. read (path or in-memory `pydicom.Dataset`, same code path), check Modality
@@ -10,17 +22,9 @@ Pipeline of `load_dicom` (each step is also a public pure function):
    image is min-max normalised over its own values.
 4. Display polarity (bright = dense, MONOCHROME2 convention). The image is
    inverted once if PhotometricInterpretation is MONOCHROME1 *or*
-   PresentationLUTShape is INVERSE. The two are not applied twice: in the DX
-   and MG IODs (PS3.3 C.8.11.1.1) Presentation LUT Shape is "an identity
-   transformation ... other than to account for the value of Photometric
-   Interpretation": INVERSE *shall* be used with MONOCHROME1 and IDENTITY with
-   MONOCHROME2, i.e. INVERSE restates the MONOCHROME1 inversion. So
-   MONOCHROME1 + INVERSE (e.g. Hologic) is displayed with low stored values
-   white, exactly like plain MONOCHROME1. (Applying pydicom's
-   `apply_presentation_lut` and then inverting MONOCHROME1 again would invert
-   twice and give a negative image.) MONOCHROME2 + INVERSE, which the MG IOD
-   does not allow but standalone objects use, is inverted once; the
-   non-conformant MONOCHROME1 + IDENTITY is inverted (photometric wins).
+   PresentationLUTShape is INVERSE, never twice (MONOCHROME1 + INVERSE, e.g.
+   Hologic, is one inversion; the `voi` module docstring gives the reading
+   of PS3.3 C.8.11.1.1).
 5. Orientation (`orient=True`): right breasts are mirrored so the chest wall
    is at column 0; without laterality the side with more tissue is taken as
    the chest wall (recorded in `Mammogram.laterality_inferred`).
@@ -40,24 +44,88 @@ import copy
 import dataclasses
 import os
 import pathlib
-import re
-import struct
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom import dataset as pydicom_dataset
 from pydicom import errors as pydicom_errors
-from pydicom import multival
 from pydicom import pixels as pydicom_pixels
 from pydicom import uid as pydicom_uid
-from scipy import ndimage
-from scipy import sparse
+
+# The pipeline steps, one module per concept. Their public names are
+# re-exported (`__all__`), so `dicom.<name>` keeps working.
+from mammojax.data.breast_region import breast_bbox
+from mammojax.data.breast_region import otsu_threshold
+from mammojax.data.breast_region import tissue_side
+from mammojax.data.dicom_header import DicomMeta
+from mammojax.data.dicom_header import metadata_from_dataset
+from mammojax.data.dicom_header import parse_side_and_view
+from mammojax.data.dicom_header import text_value
+from mammojax.data.resample import resample_matrix
+from mammojax.data.resample import resize_image
+from mammojax.data.resample import target_shape
+from mammojax.data.voi import VOI_FUNCTIONS
+from mammojax.data.voi import apply_lut
+from mammojax.data.voi import apply_rescale
+from mammojax.data.voi import apply_voi_lut_sequence
+from mammojax.data.voi import apply_windowing
+from mammojax.data.voi import has_voi_lut_sequence
+from mammojax.data.voi import has_window
+from mammojax.data.voi import invert
+from mammojax.data.voi import lut_dtype
+from mammojax.data.voi import lut_values
+from mammojax.data.voi import modality_lut
+from mammojax.data.voi import needs_inversion
+from mammojax.data.voi import normalise_min_max
+from mammojax.data.voi import stored_range
+from mammojax.data.voi import voi_lut
+from mammojax.data.voi import window_output_range
+from mammojax.data.voi import window_params
+
+__all__ = [
+    # Defined here.
+    "DicomError",
+    "INSTALL_HINT",
+    "Mammogram",
+    "PathOrDataset",
+    "VOI_MODES",
+    "find_dicom_files",
+    "load_dicom",
+    "read_metadata",
+    # mammojax.data.dicom_header
+    "DicomMeta",
+    "metadata_from_dataset",
+    "parse_side_and_view",
+    # mammojax.data.voi
+    "VOI_FUNCTIONS",
+    "apply_lut",
+    "apply_rescale",
+    "apply_voi_lut_sequence",
+    "apply_windowing",
+    "has_voi_lut_sequence",
+    "has_window",
+    "invert",
+    "lut_dtype",
+    "modality_lut",
+    "needs_inversion",
+    "normalise_min_max",
+    "stored_range",
+    "voi_lut",
+    "window_output_range",
+    "window_params",
+    # mammojax.data.breast_region
+    "breast_bbox",
+    "otsu_threshold",
+    "tissue_side",
+    # mammojax.data.resample
+    "resample_matrix",
+    "resize_image",
+]
 
 PathOrDataset = str | os.PathLike | pydicom_dataset.Dataset
 
 VOI_MODES = ("auto", "lut", "window", "none")
-VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 INSTALL_HINT = "pip install mammojax[dicom]"
 
 # SOP classes that are mammograms even when Modality is missing.
@@ -66,37 +134,6 @@ _MG_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography - For Processing
     "1.2.840.10008.5.1.4.1.1.13.1.3",  # Breast Tomosynthesis
 })
-
-# Mammography view codes (DICOM ViewPosition / CID 4014 abbreviations).
-_VIEW_ALIASES = {
-    "CC": "CC", "MLO": "MLO", "ML": "MLO", "LM": "LM", "LMO": "LMO",
-    "XCCL": "XCCL", "XCCM": "XCCM", "FB": "FB", "SIO": "SIO", "ISO": "ISO",
-    "AT": "AT", "CV": "CV",
-}
-# ViewCodeSequence Code Meaning (lower case, letters only) -> view.
-_VIEW_MEANINGS = {
-    "craniocaudal": "CC",
-    "mediolateraloblique": "MLO",
-    "mediolateral": "MLO",
-    "lateromedial": "LM",
-    "lateromedialoblique": "LMO",
-    "craniocaudalexaggeratedlaterally": "XCCL",
-    "craniocaudalexaggeratedmedially": "XCCM",
-    "caudocranialfrombelow": "FB",
-    "superolateraltoinferomedialoblique": "SIO",
-    "axillarytail": "AT",
-    "cleavage": "CV",
-}
-# ViewCodeSequence Code Value (SNOMED RT / SNOMED CT) -> view.
-_VIEW_CODES = {
-    "R-10242": "CC", "399162004": "CC",
-    "R-10226": "MLO", "399368009": "MLO",
-    "R-10224": "MLO", "399260004": "MLO",
-    "R-10228": "LM", "399352003": "LM",
-    "R-10230": "LMO",
-}
-_SIDE_TOKENS = {"LEFT": "L", "RIGHT": "R"}
-_COMBINED = re.compile(r"^(L|R)(CC|MLO|ML|LM|LMO|XCCL|XCCM)$")
 
 
 class DicomError(ValueError):
@@ -109,39 +146,6 @@ class DicomError(ValueError):
     super().__init__(f"{source}: {reason}")
     self.source = source
     self.reason = reason
-
-
-@dataclasses.dataclass(frozen=True)
-class DicomMeta:
-  """Header facts of one DICOM image (read without decoding pixels).
-
-  `*_source` fields name the attribute a value came from (None: not found).
-  `pixel_spacing_mm` is (row, column) spacing; `pixel_spacing_missing` is True
-  when neither ImagerPixelSpacing nor PixelSpacing gave a usable value.
-  """
-
-  source: str
-  patient_id: str | None
-  study_uid: str | None
-  series_uid: str | None
-  sop_uid: str | None
-  sop_class_uid: str | None
-  modality: str | None
-  manufacturer: str | None
-  laterality: str | None
-  laterality_source: str | None
-  view: str | None
-  view_source: str | None
-  pixel_spacing_mm: tuple[float, float] | None
-  pixel_spacing_source: str | None
-  pixel_spacing_missing: bool
-  photometric: str | None
-  bits_stored: int | None
-  bits_allocated: int | None
-  pixel_representation: int | None
-  rows: int | None
-  columns: int | None
-  transfer_syntax: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,387 +204,8 @@ class Mammogram:
 
 
 # ---------------------------------------------------------------------------
-# Pure LUT / windowing math (numpy), PS3.3 C.11.1 and C.11.2.
+# Reading and validation.
 # ---------------------------------------------------------------------------
-
-
-def _as_float(x: Any) -> np.ndarray:
-  """Float copy of `x`: keeps float32/float64, integers become float64."""
-  x = np.asarray(x)
-  if np.issubdtype(x.dtype, np.floating):
-    return x.astype(x.dtype, copy=True)
-  return x.astype(np.float64)
-
-
-def apply_rescale(x: Any, slope: float, intercept: float) -> np.ndarray:
-  """Modality rescale `x * slope + intercept` (float64 for integer input)."""
-  out = _as_float(x)
-  out *= slope
-  out += intercept
-  return out
-
-
-def apply_lut(x: Any, first_map: int, lut: Any) -> np.ndarray:
-  """Table lookup `lut[clip(x - first_map, 0, n - 1)]` (PS3.3 C.11.1.1).
-
-  Inputs below `first_map` get entry 0, inputs past the table the last entry.
-  Non-integer inputs are truncated towards zero after the offset, like
-  pydicom.
-  """
-  lut = np.asarray(lut)
-  idx = np.asarray(x).astype(np.float64) - first_map
-  idx = np.clip(idx, 0, lut.shape[0] - 1).astype(np.int64)
-  return lut[idx]
-
-
-def lut_dtype(bits: int) -> np.dtype:
-  """Entry dtype for a VOI LUT of `bits` bits (8 or 10-16, C.8.11.3.1.5)."""
-  if bits == 8:
-    return np.dtype(np.uint8)
-  if 10 <= bits <= 16:
-    return np.dtype(np.uint16)
-  raise ValueError(f"{bits} bits per LUT entry is not supported (8, 10-16)")
-
-
-def apply_voi_lut_sequence(
-    x: Any, descriptor: Sequence[int], lut_data: Any
-) -> np.ndarray:
-  """Applies one VOI LUT Sequence item.
-
-  Args:
-    x: modality values, any shape.
-    descriptor: LUTDescriptor `[n_entries (0 means 65536), first_map, bits]`.
-    lut_data: the `n_entries` LUT values.
-
-  Returns:
-    Array like `x` of uint8 (bits 8) or uint16 (bits 10-16), the LUT output
-    in `[0, 2**bits - 1]`.
-  """
-  n_entries, first_map, bits = (int(v) for v in descriptor)
-  n_entries = n_entries or 2**16
-  lut = np.asarray(lut_data, dtype=np.int64)[:n_entries].astype(
-      lut_dtype(bits)
-  )
-  return apply_lut(x, first_map, lut)
-
-
-def apply_windowing(
-    x: Any,
-    center: float,
-    width: float,
-    function: str = "LINEAR",
-    y_min: float = 0.0,
-    y_max: float = 1.0,
-) -> np.ndarray:
-  """VOI windowing (PS3.3 C.11.2.1.2.1, C.11.2.1.3.1, C.11.2.1.3.2).
-
-  Args:
-    x: modality values, any shape.
-    center: Window Center.
-    width: Window Width (>= 1 for LINEAR, > 0 otherwise).
-    function: 'LINEAR', 'LINEAR_EXACT' or 'SIGMOID' (VOILUTFunction).
-    y_min: output value for the bottom of the window.
-    y_max: output value for the top of the window.
-
-  Returns:
-    Float array like `x` (float64 for integer input) in [y_min, y_max].
-  """
-  function = function.strip().upper()
-  out = _as_float(x)
-  y_range = y_max - y_min
-  if function in ("LINEAR", "LINEAR_EXACT"):
-    if function == "LINEAR":
-      if width < 1:
-        raise ValueError("LINEAR windowing needs Window Width >= 1")
-      center, width = center - 0.5, width - 1.0
-    elif width <= 0:
-      raise ValueError("LINEAR_EXACT windowing needs Window Width > 0")
-    below = out <= center - width / 2
-    above = out > center + width / 2
-    if width > 0:
-      out = ((out - center) / width + 0.5) * y_range + y_min
-    out[below] = y_min
-    out[above] = y_max
-    return out
-  if function == "SIGMOID":
-    if width <= 0:
-      raise ValueError("SIGMOID windowing needs Window Width > 0")
-    return y_range / (1.0 + np.exp(-4.0 * (out - center) / width)) + y_min
-  raise ValueError(
-      f"unsupported VOILUTFunction {function!r}; expected one of "
-      f"{', '.join(VOI_FUNCTIONS)}"
-  )
-
-
-def invert(x: np.ndarray) -> np.ndarray:
-  """Polarity inversion of an image in [0, 1]."""
-  return (1.0 - x).astype(x.dtype)
-
-
-def normalise_min_max(x: Any) -> np.ndarray:
-  """Min-max scaling to [0, 1] (a constant image becomes zeros)."""
-  x = _as_float(x)
-  lo, hi = float(x.min()), float(x.max())
-  if hi <= lo:
-    return np.zeros_like(x)
-  return (x - lo) / (hi - lo)
-
-
-# ---------------------------------------------------------------------------
-# Dataset-level helpers.
-# ---------------------------------------------------------------------------
-
-
-def _lut_values(item: pydicom_dataset.Dataset, ds: Any) -> np.ndarray:
-  """LUTData of a LUT item as integers (US list or OW bytes)."""
-  elem = item["LUTData"]
-  n_entries = int(item.LUTDescriptor[0]) or 2**16
-  if elem.VR == "OW" or isinstance(elem.value, bytes):
-    little = True
-    file_meta = getattr(ds, "file_meta", None)
-    tsyntax = getattr(file_meta, "TransferSyntaxUID", None)
-    if tsyntax is not None and tsyntax == pydicom_uid.ExplicitVRBigEndian:
-      little = False
-    fmt = f"{'<' if little else '>'}{n_entries}H"
-    return np.asarray(struct.unpack_from(fmt, elem.value), dtype=np.int64)
-  value = elem.value
-  if not isinstance(value, (list, tuple, multival.MultiValue)):
-    value = [value]
-  return np.asarray(list(value), dtype=np.int64)
-
-
-def stored_range(ds: pydicom_dataset.Dataset) -> tuple[float, float]:
-  """Range of representable stored values from BitsStored / signedness."""
-  bits = int(ds.BitsStored)
-  if int(ds.get("PixelRepresentation", 0)) == 1:
-    return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
-  return 0.0, float(2**bits - 1)
-
-
-def window_output_range(ds: pydicom_dataset.Dataset) -> tuple[float, float]:
-  """pydicom's windowing output range `(y_min, y_max)` for `ds`.
-
-  `[0, 2**LUTbits - 1]` with a Modality LUT Sequence, else the stored range,
-  mapped through RescaleSlope/Intercept when both are present (so a negative
-  slope gives y_min > y_max).
-  """
-  if ds.get("ModalityLUTSequence"):
-    bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
-    y_min, y_max = 0.0, float(2**bits - 1)
-  else:
-    y_min, y_max = stored_range(ds)
-  slope = ds.get("RescaleSlope")
-  intercept = ds.get("RescaleIntercept")
-  if slope is not None and intercept is not None:
-    y_min = y_min * float(slope) + float(intercept)
-    y_max = y_max * float(slope) + float(intercept)
-  return y_min, y_max
-
-
-def modality_lut(x: Any, ds: pydicom_dataset.Dataset) -> np.ndarray:
-  """Modality LUT Sequence or RescaleSlope/Intercept from `ds` (C.11.1)."""
-  if ds.get("ModalityLUTSequence"):
-    item = ds.ModalityLUTSequence[0]
-    n_entries, first_map, bits = (int(v) for v in item.LUTDescriptor)
-    lut = _lut_values(item, ds)[: n_entries or 2**16]
-    # pydicom uses dtype f"uint{bits}", which fails for e.g. 12-bit LUTs.
-    dtype = np.uint8 if bits <= 8 else np.uint16
-    return apply_lut(x, first_map, lut.astype(dtype))
-  slope = ds.get("RescaleSlope")
-  intercept = ds.get("RescaleIntercept")
-  if slope is not None and intercept is not None:
-    return apply_rescale(x, float(slope), float(intercept))
-  return np.asarray(x)
-
-
-def _multi(value: Any) -> list[float]:
-  """A DS value with VM >= 1 as a list of floats."""
-  if isinstance(value, (list, tuple, multival.MultiValue)):
-    return [float(v) for v in value]
-  return [float(value)]
-
-
-def has_voi_lut_sequence(ds: pydicom_dataset.Dataset) -> bool:
-  """True if the first VOI LUT Sequence item has LUTDescriptor and LUTData."""
-  seq = ds.get("VOILUTSequence")
-  if not seq:
-    return False
-  return (
-      seq[0].get("LUTDescriptor") is not None
-      and seq[0].get("LUTData") is not None
-  )
-
-
-def has_window(ds: pydicom_dataset.Dataset) -> bool:
-  """True if both WindowCenter and WindowWidth hold a value."""
-  return (
-      ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
-  )
-
-
-def window_params(
-    ds: pydicom_dataset.Dataset, index: int = 0
-) -> tuple[float, float, str]:
-  """(center, width, VOILUTFunction) of window `index` (function default
-  LINEAR)."""
-  centers = _multi(ds.WindowCenter)
-  widths = _multi(ds.WindowWidth)
-  if not 0 <= index < min(len(centers), len(widths)):
-    raise IndexError(
-        f"window_index {index} out of range: the file has "
-        f"{len(centers)} WindowCenter and {len(widths)} WindowWidth values"
-    )
-  function = ds.get("VOILUTFunction") or "LINEAR"
-  return centers[index], widths[index], str(function).strip().upper()
-
-
-def voi_lut(
-    x: Any,
-    ds: pydicom_dataset.Dataset,
-    *,
-    index: int = 0,
-    prefer_lut: bool = True,
-) -> np.ndarray:
-  """Numpy port of `pydicom.pixels.apply_voi_lut` (same output values)."""
-  lut_ok, win_ok = has_voi_lut_sequence(ds), has_window(ds)
-  if lut_ok and (prefer_lut or not win_ok):
-    item = ds.VOILUTSequence[index]
-    return apply_voi_lut_sequence(
-        x, item.LUTDescriptor, _lut_values(item, ds)
-    )
-  if win_ok:
-    center, width, function = window_params(ds, index)
-    y_min, y_max = window_output_range(ds)
-    return apply_windowing(x, center, width, function, y_min, y_max)
-  return np.asarray(x)
-
-
-def needs_inversion(ds: pydicom_dataset.Dataset) -> bool:
-  """True if low values display white: MONOCHROME1 or INVERSE LUT shape.
-
-  Both together mean ONE inversion (see the module docstring).
-  """
-  photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-  shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
-  return photometric == "MONOCHROME1" or shape == "INVERSE"
-
-
-# ---------------------------------------------------------------------------
-# Metadata.
-# ---------------------------------------------------------------------------
-
-
-def _text(ds: pydicom_dataset.Dataset, keyword: str) -> str | None:
-  """Stripped string value of an attribute, None if missing or empty."""
-  value = ds.get(keyword)
-  if value is None:
-    return None
-  if isinstance(value, multival.MultiValue):
-    value = "\\".join(str(v) for v in value)
-  value = str(value).strip()
-  return value or None
-
-
-def _int(ds: pydicom_dataset.Dataset, keyword: str) -> int | None:
-  """Integer value of an attribute, None if missing."""
-  value = ds.get(keyword)
-  return None if value is None else int(value)
-
-
-def _tokens(text: str) -> list[str]:
-  """Upper-case alphanumeric tokens of a name like `Mass-Test_P_1_LEFT_CC`."""
-  return [t for t in re.split(r"[^A-Za-z0-9]+", text.upper()) if t]
-
-
-def parse_side_and_view(text: str | None) -> tuple[str | None, str | None]:
-  """(laterality, view) parsed from a name like `..._LEFT_CC` or `P1_R_MLO`.
-
-  Single-letter sides ('L', 'R') count only next to a view token, and
-  combined tokens like `LCC` / `RMLO` give both.
-  """
-  if not text:
-    return None, None
-  tokens = _tokens(text)
-  side = view = None
-  for tok in tokens:
-    if tok in _SIDE_TOKENS and side is None:
-      side = _SIDE_TOKENS[tok]
-    elif tok in _VIEW_ALIASES and view is None:
-      view = _VIEW_ALIASES[tok]
-    elif (m := _COMBINED.match(tok)) and side is None and view is None:
-      side, view = m.group(1), _VIEW_ALIASES[m.group(2)]
-  if side is None and view is not None:
-    singles = [t for t in tokens if t in ("L", "R")]
-    if len(set(singles)) == 1:
-      side = singles[0]
-  return side, view
-
-
-def _laterality(ds: pydicom_dataset.Dataset) -> tuple[str | None, str | None]:
-  """Laterality and the attribute it came from."""
-  for keyword in ("ImageLaterality", "Laterality"):
-    value = (_text(ds, keyword) or "").upper()
-    if value in ("L", "R"):
-      return value, keyword
-  for keyword in ("PatientID", "SeriesDescription"):
-    side, _ = parse_side_and_view(_text(ds, keyword))
-    if side:
-      return side, keyword
-  return None, None
-
-
-def _view_from_code_sequence(ds: pydicom_dataset.Dataset) -> str | None:
-  """View from ViewCodeSequence (Code Meaning, else Code Value)."""
-  seq = ds.get("ViewCodeSequence")
-  if not seq:
-    return None
-  item = seq[0]
-  meaning = re.sub(r"[^a-z]", "", str(item.get("CodeMeaning", "")).lower())
-  if meaning in _VIEW_MEANINGS:
-    return _VIEW_MEANINGS[meaning]
-  return _VIEW_CODES.get(str(item.get("CodeValue", "")).strip())
-
-
-def _view(ds: pydicom_dataset.Dataset) -> tuple[str | None, str | None]:
-  """View (CC, MLO, ...; ML -> MLO) and the attribute it came from.
-
-  ViewPosition counts only if it is a mammography view code (Hologic flat
-  field images say 'FLATFIELD'); PatientOrientation only if it holds a view
-  (CBIS-DDSM puts 'CC' / 'MLO' there instead of the direction pair).
-  """
-  position = (_text(ds, "ViewPosition") or "").upper()
-  if position in _VIEW_ALIASES:
-    return _VIEW_ALIASES[position], "ViewPosition"
-  view = _view_from_code_sequence(ds)
-  if view:
-    return view, "ViewCodeSequence"
-  orientation = (_text(ds, "PatientOrientation") or "").upper()
-  if orientation in _VIEW_ALIASES:
-    return _VIEW_ALIASES[orientation], "PatientOrientation"
-  for keyword in ("PatientID", "SeriesDescription"):
-    _, view = parse_side_and_view(_text(ds, keyword))
-    if view:
-      return view, keyword
-  return None, None
-
-
-def _spacing(
-    ds: pydicom_dataset.Dataset,
-) -> tuple[tuple[float, float] | None, str | None]:
-  """(row, col) spacing in mm: ImagerPixelSpacing, else PixelSpacing."""
-  for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
-    value = ds.get(keyword)
-    if value is None:
-      continue
-    try:
-      values = _multi(value)
-    except (TypeError, ValueError):
-      continue
-    if len(values) == 1:
-      values = values * 2
-    if len(values) == 2 and all(np.isfinite(values)) and min(values) > 0:
-      return (values[0], values[1]), keyword
-  return None, None
 
 
 def _source_name(source: Any, ds: pydicom_dataset.Dataset | None) -> str:
@@ -589,49 +214,9 @@ def _source_name(source: Any, ds: pydicom_dataset.Dataset | None) -> str:
     filename = getattr(source, "filename", None)
     if isinstance(filename, str) and filename:
       return filename
-    sop = _text(source, "SOPInstanceUID")
+    sop = text_value(source, "SOPInstanceUID")
     return f"<in-memory Dataset SOPInstanceUID={sop}>"
   return str(source)
-
-
-def metadata_from_dataset(
-    ds: pydicom_dataset.Dataset, source: str = "<dataset>"
-) -> DicomMeta:
-  """Builds `DicomMeta` from a (header-only or full) dataset."""
-  laterality, laterality_source = _laterality(ds)
-  view, view_source = _view(ds)
-  spacing, spacing_source = _spacing(ds)
-  file_meta = getattr(ds, "file_meta", None)
-  tsyntax = getattr(file_meta, "TransferSyntaxUID", None)
-  return DicomMeta(
-      source=source,
-      patient_id=_text(ds, "PatientID"),
-      study_uid=_text(ds, "StudyInstanceUID"),
-      series_uid=_text(ds, "SeriesInstanceUID"),
-      sop_uid=_text(ds, "SOPInstanceUID"),
-      sop_class_uid=_text(ds, "SOPClassUID"),
-      modality=_text(ds, "Modality"),
-      manufacturer=_text(ds, "Manufacturer"),
-      laterality=laterality,
-      laterality_source=laterality_source,
-      view=view,
-      view_source=view_source,
-      pixel_spacing_mm=spacing,
-      pixel_spacing_source=spacing_source,
-      pixel_spacing_missing=spacing is None,
-      photometric=_text(ds, "PhotometricInterpretation"),
-      bits_stored=_int(ds, "BitsStored"),
-      bits_allocated=_int(ds, "BitsAllocated"),
-      pixel_representation=_int(ds, "PixelRepresentation"),
-      rows=_int(ds, "Rows"),
-      columns=_int(ds, "Columns"),
-      transfer_syntax=None if tsyntax is None else str(tsyntax),
-  )
-
-
-# ---------------------------------------------------------------------------
-# Reading and validation.
-# ---------------------------------------------------------------------------
 
 
 def _check_truncated(ds: pydicom_dataset.Dataset, name: str) -> None:
@@ -683,8 +268,8 @@ def _check_modality(
   """MG modality (or a mammography SOP class) unless `allow_non_mg`."""
   if allow_non_mg:
     return
-  modality = _text(ds, "Modality")
-  if modality is None and _text(ds, "SOPClassUID") in _MG_SOP_CLASSES:
+  modality = text_value(ds, "Modality")
+  if modality is None and text_value(ds, "SOPClassUID") in _MG_SOP_CLASSES:
     return
   if modality != "MG":
     raise DicomError(
@@ -701,7 +286,7 @@ def _decode(ds: pydicom_dataset.Dataset, name: str) -> np.ndarray:
   for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored"):
     if ds.get(keyword) is None:
       raise DicomError(name, f"{keyword} is missing; cannot decode PixelData")
-  photometric = (_text(ds, "PhotometricInterpretation") or "").upper()
+  photometric = (text_value(ds, "PhotometricInterpretation") or "").upper()
   if photometric not in ("MONOCHROME1", "MONOCHROME2"):
     raise DicomError(
         name,
@@ -797,147 +382,6 @@ def find_dicom_files(folder: str | os.PathLike) -> list[pathlib.Path]:
 
 
 # ---------------------------------------------------------------------------
-# Geometry: orientation, crop, resize.
-# ---------------------------------------------------------------------------
-
-
-def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-  """Block average by an integer factor (edges trimmed); for masks only."""
-  if factor <= 1:
-    return image
-  h = image.shape[0] // factor * factor
-  w = image.shape[1] // factor * factor
-  if h == 0 or w == 0:
-    return image
-  return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(
-      axis=(1, 3)
-  )
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-  """Otsu's threshold of `values` (maximises between-class variance)."""
-  values = np.asarray(values, dtype=np.float64).ravel()
-  lo, hi = float(values.min()), float(values.max())
-  if hi <= lo:
-    return lo
-  hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
-  centres = (edges[:-1] + edges[1:]) / 2
-  w0 = np.cumsum(hist)
-  w1 = w0[-1] - w0
-  m0 = np.cumsum(hist * centres)
-  mean0 = m0 / np.maximum(w0, 1)
-  mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-  between = w0 * w1 * (mean0 - mean1) ** 2
-  return float(edges[int(np.argmax(between[:-1])) + 1])
-
-
-def tissue_side(image: np.ndarray) -> str:
-  """'left' or 'right': the half of the image holding more tissue signal."""
-  small = _block_mean(image, max(1, max(image.shape) // 256))
-  half = small.shape[1] // 2
-  left = float(small[:, :half].sum())
-  right = float(small[:, small.shape[1] - half :].sum())
-  return "right" if right > left else "left"
-
-
-def breast_bbox(
-    image: np.ndarray, *, margin: float = 0.01, min_area: float = 0.01
-) -> tuple[int, int, int, int] | None:
-  """Bounding box (x0, y0, x1, y1), half-open, of the breast in `image`.
-
-  Otsu threshold on a ~512 px copy, binary opening (drops thin lines and
-  specks), largest connected component, box grown by `margin` times the
-  long side. None if the image is tiny or the component covers less than
-  `min_area` of the image (then the full frame should be kept).
-  """
-  h, w = image.shape
-  if min(h, w) < 16:
-    return None
-  factor = max(1, max(h, w) // 512)
-  small = _block_mean(image, factor)
-  mask = small > otsu_threshold(small)
-  mask = ndimage.binary_opening(mask, iterations=2)
-  labels, n = ndimage.label(mask)
-  if n == 0:
-    return None
-  sizes = np.bincount(labels.ravel())[1:]
-  best = int(np.argmax(sizes)) + 1
-  if sizes[best - 1] < min_area * mask.size:
-    return None
-  rows, cols = np.nonzero(labels == best)
-  pad = int(round(margin * max(h, w)))
-  x0 = max(0, cols.min() * factor - pad)
-  y0 = max(0, rows.min() * factor - pad)
-  x1 = min(w, (cols.max() + 1) * factor + pad)
-  y1 = min(h, (rows.max() + 1) * factor + pad)
-  # Block means drop the last partial block: extend to the edge if touched.
-  if cols.max() + 1 >= small.shape[1]:
-    x1 = w
-  if rows.max() + 1 >= small.shape[0]:
-    y1 = h
-  return int(x0), int(y0), int(x1), int(y1)
-
-
-def resample_matrix(n_in: int, n_out: int) -> sparse.csr_matrix:
-  """Sparse `[n_out, n_in]` resampling weights on pixel-centre grids.
-
-  Output pixel j sits at input position `(j + 0.5) * n_in / n_out - 0.5`.
-  Shrinking averages the covered input area (box filter); enlarging
-  interpolates linearly (edge values repeated).
-  """
-  s = n_out / n_in
-  j = np.arange(n_out)
-  if n_out <= n_in:
-    a, b = j / s, (j + 1) / s
-    k_max = int(np.ceil(1 / s)) + 1
-    rows, cols, vals = [], [], []
-    for k in range(k_max + 1):
-      i = np.floor(a).astype(np.int64) + k
-      wgt = (np.minimum(b, i + 1) - np.maximum(a, i)) * s
-      ok = (wgt > 1e-12) & (i < n_in)
-      rows.append(j[ok])
-      cols.append(i[ok])
-      vals.append(wgt[ok])
-    rows, cols, vals = map(np.concatenate, (rows, cols, vals))
-  else:
-    src = np.clip((j + 0.5) / s - 0.5, 0, n_in - 1)
-    i0 = np.floor(src).astype(np.int64)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    f = src - i0
-    rows = np.concatenate([j, j])
-    cols = np.concatenate([i0, i1])
-    vals = np.concatenate([1 - f, f])
-  return sparse.csr_matrix((vals, (rows, cols)), shape=(n_out, n_in))
-
-
-def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-  """Resamples `image` `[h, w]` to `shape` (area down, linear up)."""
-  h, w = image.shape
-  out_h, out_w = shape
-  ry = resample_matrix(h, out_h)
-  rx = resample_matrix(w, out_w)
-  tmp = np.asarray(ry @ image.astype(np.float32))
-  return np.asarray(rx @ tmp.T).T.astype(np.float32)
-
-
-def _target_shape(
-    h: int, w: int, resize: int | tuple[int, int]
-) -> tuple[tuple[int, int], tuple[int, int]]:
-  """(content shape, canvas shape) for a `resize` spec keeping aspect."""
-  if isinstance(resize, (int, np.integer)):
-    factor = int(resize) / max(h, w)
-    content = (max(1, round(h * factor)), max(1, round(w * factor)))
-    return content, content
-  out_h, out_w = (int(v) for v in resize)
-  factor = min(out_h / h, out_w / w)
-  content = (
-      min(out_h, max(1, round(h * factor))),
-      min(out_w, max(1, round(w * factor))),
-  )
-  return content, (out_h, out_w)
-
-
-# ---------------------------------------------------------------------------
 # Entry point.
 # ---------------------------------------------------------------------------
 
@@ -999,7 +443,7 @@ def load_dicom(
       item = ds.VOILUTSequence[window_index]
       bits = int(item.LUTDescriptor[2])
       out = apply_voi_lut_sequence(
-          values, item.LUTDescriptor, _lut_values(item, ds)
+          values, item.LUTDescriptor, lut_values(item, ds)
       )
       image = out.astype(np.float32) / np.float32(2**bits - 1)
     elif mode == "window":
@@ -1037,7 +481,7 @@ def load_dicom(
   scale = (1.0, 1.0)
   if resize is not None:
     h, w = image.shape
-    content, canvas = _target_shape(h, w, resize)
+    content, canvas = target_shape(h, w, resize)
     image = resize_image(image, content)
     scale = (content[0] / h, content[1] / w)
     if canvas != content:

@@ -89,16 +89,16 @@ def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
   """float ``[N, h, w]`` -> float32 ``[N, size, size]``.
 
   Area average when shrinking, linear interpolation when enlarging
-  (``dicom.resample_matrix``, pixel-centre grids).
+  (``resample.resample_matrix``, pixel-centre grids).
   """
-  from mammojax.data import dicom  # pylint: disable=g-import-not-at-top
+  from mammojax.data import resample  # pylint: disable=g-import-not-at-top
 
   images = np.asarray(images, np.float32)
   n, h, w = images.shape
   if (h, w) == (size, size):
     return images
-  ry = dicom.resample_matrix(h, size).toarray().astype(np.float32)
-  rx = dicom.resample_matrix(w, size).toarray().astype(np.float32)
+  ry = resample.resample_matrix(h, size).toarray().astype(np.float32)
+  rx = resample.resample_matrix(w, size).toarray().astype(np.float32)
   return np.einsum("ij,njk,lk->nil", ry, images, rx, optimize=True).astype(
       np.float32
   )

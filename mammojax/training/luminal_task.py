@@ -90,14 +90,14 @@ def resize_images(images: np.ndarray, size: Sequence[int]) -> np.ndarray:
   The stored images are already aspect-fitted and zero-padded; ``size``
   should keep their aspect ratio (e.g. 256 x 160 -> 128 x 80).
   """
-  from mammojax.data import dicom  # pylint: disable=g-import-not-at-top
+  from mammojax.data import resample  # pylint: disable=g-import-not-at-top
 
   size = tuple(int(v) for v in size)
   if not size or tuple(images.shape[1:]) == size:
     return images
   out = np.empty((len(images),) + size, np.uint8)
   for i, image in enumerate(images):
-    small = dicom.resize_image(image.astype(np.float32), size)
+    small = resample.resize_image(image.astype(np.float32), size)
     out[i] = np.clip(np.round(small), 0, 255).astype(np.uint8)
   return out
 

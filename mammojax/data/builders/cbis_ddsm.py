@@ -75,6 +75,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mammojax.data import breast_region
 from mammojax.data import calcifications
 from mammojax.data import dicom
 from mammojax.data import vocab as vocab_lib
@@ -213,7 +214,7 @@ def locate_calcifications(
     if values.size < 2 or values.max() <= values.min():
       return found, "none"
     found = calcifications.components_from_mask(
-        roi & (image > dicom.otsu_threshold(values))
+        roi & (image > breast_region.otsu_threshold(values))
     )
     how = "threshold" if len(found) else "none"
   return dataclasses.replace(

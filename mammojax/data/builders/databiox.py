@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mammojax.data import dicom
+from mammojax.data import resample
 from mammojax.data.builders import dicom_folder_images as shared
 from mammojax.data.sources import databiox as source
 
@@ -63,7 +63,7 @@ def load_rgb(path, size: tuple[int, int]) -> np.ndarray:
     cw = max(1, int(round(h * tw / th)))
     x0 = (w - cw) // 2
     rgb = rgb[:, x0:x0 + cw]
-  channels = [dicom.resize_image(rgb[..., c], size) for c in range(3)]
+  channels = [resample.resize_image(rgb[..., c], size) for c in range(3)]
   return np.clip(np.round(np.stack(channels, -1)), 0, 255).astype(np.uint8)
 
 

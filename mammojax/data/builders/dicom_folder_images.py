@@ -48,6 +48,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from mammojax.data import dicom
+from mammojax.data import resample
 from mammojax.data import vocab as vocab_lib
 from mammojax.data.sources import common
 from mammojax.data.sources import dicom_folder
@@ -176,7 +177,7 @@ def map_to_view(
       min(size[1], max(1, int(round(w * sx)))),
   )
   out = np.zeros(size, np.float32)
-  out[: content[0], : content[1]] = dicom.resize_image(region, content)
+  out[: content[0], : content[1]] = resample.resize_image(region, content)
   return out
 
 
@@ -189,7 +190,7 @@ def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
       min(size[1], max(1, int(round(w * scale)))),
   )
   out = np.zeros(size, np.float32)
-  out[: content[0], : content[1]] = dicom.resize_image(
+  out[: content[0], : content[1]] = resample.resize_image(
       np.asarray(image, np.float32), content
   )
   return out
