@@ -37,6 +37,7 @@ from absl import flags
 import numpy as np
 from scipy import ndimage
 
+from mammojax.data import calcification_detector as detector
 from mammojax.data import calcifications as calcs
 
 _SOURCE = flags.DEFINE_enum("source", "synthetic", ["synthetic", "blobs"], "")
@@ -130,10 +131,10 @@ def visibility(image, centres, spacing, breast, calc_mask):
 def _blob_images(num, seed):
   sys.path.insert(0, ".")
   # pylint: disable-next=g-import-not-at-top
-  from tests.data import calcifications_test
+  from tests.data import calcification_detector_test as detector_test
 
   for index in range(num):
-    image, centres = calcifications_test.render_blobs(seed * 1000 + index)
+    image, centres = detector_test.render_blobs(seed * 1000 + index)
     yield dict(image=image, centres=centres, spacing=0.07, roi=None,
                morph=["blob"] * len(centres), seed=seed)
 
@@ -168,7 +169,7 @@ def main(argv):
     gen_seconds += time.perf_counter() - start
     image, centres, spacing = item["image"], item["centres"], item["spacing"]
     t0 = time.perf_counter()
-    det = calcs.detect_calcifications(
+    det = detector.detect_calcifications(
         image, pixel_spacing_mm=spacing, roi_mask=item["roi"], **options
     )
     detect_seconds += time.perf_counter() - t0

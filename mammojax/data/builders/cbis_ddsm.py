@@ -15,10 +15,10 @@ one example per calc abnormality, built through the same
 ``examples_from_image`` as the synthetic and DICOM-folder graphs:
 
 * nodes = the individual calcifications inside the abnormality's ROI mask:
-  ``calcifications.detect_calcifications(image, roi_mask=mask)`` (white
-  top-hat detector, run on the mask's bounding box plus a margin). When it
-  finds nothing (e.g. coarse or rod-like calcifications wider than the
-  1 mm top-hat), the fallback is the connected components of the ROI
+  ``calcification_detector.detect_calcifications(image, roi_mask=mask)``
+  (white top-hat detector, run on the mask's bounding box plus a margin).
+  When it finds nothing (e.g. coarse or rod-like calcifications wider than
+  the 1 mm top-hat), the fallback is the connected components of the ROI
   content above its Otsu threshold (``components_from_mask``). Rows whose
   mask holds neither are skipped; the method used is counted. At most
   ``max_nodes`` nodes are kept (the largest components; counted).
@@ -76,6 +76,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mammojax.data import breast_region
+from mammojax.data import calcification_detector
 from mammojax.data import calcifications
 from mammojax.data import dicom
 from mammojax.data import vocab as vocab_lib
@@ -204,7 +205,7 @@ def locate_calcifications(
   image = image01[y0:y1, x0:x1]
   roi = mask[y0:y1, x0:x1]
   offset = np.array([x0, y0], np.float64)
-  found = calcifications.detect_calcifications(
+  found = calcification_detector.detect_calcifications(
       image, pixel_spacing_mm=spacing_mm, roi_mask=roi, threshold=threshold,
       method=method,
   )
