@@ -1,0 +1,181 @@
+"""PyG ``GENConv`` and its parts as thin linen modules.
+
+``SoftmaxAggregation`` (learnable ``t``), ``MessageNorm`` (learnable scale),
+GENConv's ``MLP`` and ``GENConv`` itself (DeeperGCN, Li et al. 2020). They
+declare params and call the pure functions of ``gnn.ops``; param names
+follow PyG's module names (see the ``gnn`` package docstring).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mammojax.models.gnn.norms import _NORMS
+from mammojax.models.gnn.norms import _apply_norm
+from mammojax.models.gnn.ops import _AGGRS
+from mammojax.models.gnn.ops import aggregate
+from mammojax.models.gnn.ops import message_norm
+from mammojax.models.gnn.ops import softmax_aggregation
+
+Array = jax.Array
+
+
+def _check_choice(field: str, value: Any, choices: tuple[Any, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f'{field}: expected one of {choices}, got {value!r}')
+
+
+class SoftmaxAggregation(nn.Module):
+  """PyG ``SoftmaxAggregation`` (``channels=1``); param ``t: [1]`` if learn."""
+
+  t: float = 1.0
+  learn: bool = False
+  semi_grad: bool = False
+
+  @nn.compact
+  def __call__(
+      self, messages: Array, receivers: Array, num_nodes: int
+  ) -> Array:
+    if self.learn and self.semi_grad:
+      raise ValueError(
+          "SoftmaxAggregation: 'semi_grad' cannot be used with a learnable t"
+      )
+    t = self.t
+    if self.learn:
+      t = self.param('t', nn.initializers.constant(self.t), (1,), jnp.float32)
+    return softmax_aggregation(
+        messages, receivers, num_nodes, t, semi_grad=self.semi_grad
+    )
+
+
+class MessageNorm(nn.Module):
+  """PyG ``MessageNorm``; param ``scale: [1]`` only if ``learn_scale``."""
+
+  learn_scale: bool = False
+  scale_init: float = 1.0
+
+  @nn.compact
+  def __call__(self, x: Array, msg: Array) -> Array:
+    scale = self.scale_init
+    if self.learn_scale:
+      scale = self.param(
+          'scale', nn.initializers.constant(self.scale_init), (1,), jnp.float32
+      )
+    return message_norm(x, msg, scale)
+
+
+class MLP(nn.Module):
+  """GENConv's MLP: (Dense -> norm -> ReLU) x (L-1) -> Dense (no dropout).
+
+  PyG adds ``Dropout(0.0)`` after each ReLU, a no-op left out here.
+  """
+
+  channels: tuple[int, ...]
+  norm: str | None = 'batch'
+  bias: bool = False
+
+  @nn.compact
+  def __call__(
+      self, h: Array, *, node_mask: Array | None = None, train: bool = False
+  ) -> Array:
+    num = len(self.channels) - 1
+    for i in range(num):
+      h = nn.Dense(self.channels[i + 1], use_bias=self.bias, name=f'lin_{i}')(h)
+      if i < num - 1:
+        h = _apply_norm(
+            self.norm, h, name=f'norm_{i}', node_mask=node_mask, train=train
+        )
+        h = nn.relu(h)
+    return h
+
+
+class GENConv(nn.Module):
+  """PyG ``GENConv`` (DeeperGCN generalized aggregation conv).
+
+  ``m_ji = relu(x_src[j] + lin_edge(e_ji)) + eps``, aggregated at i, optional
+  MessageNorm against the raw ``x_i``, plus ``lin_dst(x_i)``, then an MLP
+  with channels ``[C] + [C * expansion] * (num_layers - 1) + [C]``.
+  ``lin_src``/``lin_dst`` exist when the input width differs from
+  ``out_channels`` and ``lin_edge`` when the edge width does (PyG needs
+  ``edge_dim`` for that; here it is read from ``edge_attr``).
+  """
+
+  out_channels: int
+  aggr: str = 'softmax'
+  t: float = 1.0
+  learn_t: bool = False
+  msg_norm: bool = False
+  learn_msg_scale: bool = False
+  norm: str | None = 'batch'
+  num_layers: int = 2
+  expansion: int = 2
+  eps: float = 1e-7
+  bias: bool = False  # PyG code default (its docstring says True).
+
+  @nn.compact
+  def __call__(
+      self,
+      x: Array,
+      senders: Array,
+      receivers: Array,
+      edge_attr: Array | None = None,
+      *,
+      node_mask: Array | None = None,
+      train: bool = False,
+  ) -> Array:
+    """Applies the conv.
+
+    Args:
+      x: ``[num_nodes, in_features]``.
+      senders: ``[num_edges]`` source j of each edge.
+      receivers: ``[num_edges]`` target i of each edge.
+      edge_attr: optional ``[num_edges, edge_features]``.
+      node_mask: optional ``[num_nodes]`` bool, True for real nodes; keeps
+        padding out of BatchNorm statistics.
+      train: batch statistics (and their update) for BatchNorm.
+
+    Returns:
+      ``[num_nodes, out_channels]``.
+    """
+    _check_choice('GENConv.aggr', self.aggr, _AGGRS)
+    _check_choice('GENConv.norm', self.norm, _NORMS)
+    if self.num_layers < 1:
+      raise ValueError(
+          f'GENConv.num_layers: expected >= 1, got {self.num_layers}'
+      )
+    c = self.out_channels
+    num_nodes = x.shape[0]
+    dense = lambda name: nn.Dense(c, use_bias=self.bias, name=name)
+
+    x_src = dense('lin_src')(x) if x.shape[-1] != c else x
+    msg = x_src[senders]
+    if edge_attr is not None:
+      if edge_attr.shape[-1] != c:
+        edge_attr = dense('lin_edge')(edge_attr)
+      msg = msg + edge_attr
+    msg = nn.relu(msg) + self.eps
+
+    if self.aggr in ('softmax', 'softmax_sg'):
+      out = SoftmaxAggregation(
+          t=self.t,
+          learn=self.learn_t,
+          semi_grad=self.aggr == 'softmax_sg',
+          name='aggr_module',
+      )(msg, receivers, num_nodes)
+    else:
+      out = aggregate(self.aggr, msg, receivers, num_nodes)
+
+    if self.msg_norm:
+      out = MessageNorm(learn_scale=self.learn_msg_scale, name='msg_norm')(
+          x, out
+      )
+
+    out = out + (dense('lin_dst')(x) if x.shape[-1] != c else x)
+    channels = (c,) + (c * self.expansion,) * (self.num_layers - 1) + (c,)
+    return MLP(channels, norm=self.norm, bias=self.bias, name='mlp')(
+        out, node_mask=node_mask, train=train
+    )
