@@ -13,10 +13,11 @@ read from the config: ``learning_rate``, ``gradnorm.alpha``,
   ``nodes['features']`` + 2 normalised ``nodes['coords']`` (130 inputs);
 * KNN (k=6) and radius (r=0.15, <= 32 neighbours) graphs with 2-d Cartesian
   edge features (``mammojax.data.graphs.build_sample_graphs``), padded with
-  ``pad_batch`` to ONE budget (one compilation): by default (``--budget
-  tight``) the smallest budget holding each fixed batch of 32 graphs, the
-  fixed-batch-size analogue of the library's ``estimate_budget(strategy=
-  'mean')`` (which packs a variable number of graphs per batch);
+  ``mammojax.data.batching.pad_batch`` to ONE budget (one compilation): by
+  default (``--budget tight``) the smallest budget holding each fixed batch
+  of 32 graphs, the fixed-batch-size analogue of the library's
+  ``estimate_budget(strategy='mean')`` (which packs a variable number of
+  graphs per batch);
   ``--budget max`` is ``estimate_budget(strategy='max')`` (~2x the padding);
 * ``MTGCN(node_input='features', hidden 64, 8 GENConv res+ layers, softmax
   aggregation with learnable t, MessageNorm with learnable scale, MLP
@@ -76,6 +77,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mammojax.data import batching
 from mammojax.data import graphs as graphs_lib
 from mammojax.models import mtgcn as mtgcn_lib
 from mammojax.objectives import gradnorm as gradnorm_lib
@@ -166,7 +168,7 @@ def make_samples(spec: WorkloadSpec, seed: int) -> list[dict[str, Any]]:
 
 def _tight_budget(
     sample_graphs: list[dict[str, Any]], spec: WorkloadSpec, round_to: int = 64
-) -> graphs_lib.Budget:
+) -> batching.Budget:
   """The smallest budget (rounded) holding each of the fixed batches."""
   n_node, n_edge = 0, {t: 0 for t in GRAPH_TYPES}
   for b in range(spec.num_batches):
@@ -175,7 +177,7 @@ def _tight_budget(
     for t in GRAPH_TYPES:
       n_edge[t] = max(n_edge[t], sum(int(s[t].senders.shape[0]) for s in chunk))
   up = lambda v: int(np.ceil(v / round_to) * round_to)
-  return graphs_lib.Budget(
+  return batching.Budget(
       n_node=up(n_node + 1),
       n_edge={t: max(up(v), round_to) for t, v in n_edge.items()},
       n_graph=spec.batch_size + 1,
@@ -203,7 +205,7 @@ def build_workload(spec: WorkloadSpec, seed: int) -> dict[str, Any]:
   if spec.budget_strategy == "tight":
     budget = _tight_budget(sample_graphs, spec)
   else:
-    budget = graphs_lib.estimate_budget(
+    budget = batching.estimate_budget(
         sample_graphs, spec.batch_size, graph_types=GRAPH_TYPES,
         strategy=spec.budget_strategy,
     )
@@ -211,7 +213,7 @@ def build_workload(spec: WorkloadSpec, seed: int) -> dict[str, Any]:
   for b in range(spec.num_batches):
     sl = slice(b * spec.batch_size, (b + 1) * spec.batch_size)
     batches.append(
-        graphs_lib.pad_batch(
+        batching.pad_batch(
             sample_graphs[sl], budget, ids=[s["id"] for s in samples[sl]]
         )
     )

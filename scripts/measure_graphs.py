@@ -10,6 +10,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from mammojax.data import batching
 from mammojax.data import graphs
 
 _NODES = flags.DEFINE_integer("nodes", 200, "Calcifications in the cluster.")
@@ -46,7 +47,7 @@ def main(argv):
   build = lambda: graphs.build_sample_graphs(sample, radius=_RADIUS.value)
   sample_graphs = build()
   samples = [sample_graphs] * _BATCH.value
-  budget = graphs.estimate_budget(samples, _BATCH.value)
+  budget = batching.estimate_budget(samples, _BATCH.value)
   result = {
       "nodes": n,
       "edges": {t: int(g.n_edge[0]) for t, g in sample_graphs.items()},
@@ -58,7 +59,7 @@ def main(argv):
           lambda: graphs.radius_graph(coords, _RADIUS.value), _REPEATS.value
       ),
       "pad_batch_ms": _median_ms(
-          lambda: graphs.pad_batch(samples, budget), _REPEATS.value
+          lambda: batching.pad_batch(samples, budget), _REPEATS.value
       ),
       "batch_size": _BATCH.value,
       "budget": {

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mammojax.data import batching
 from mammojax.data import builders
 from mammojax.data import graphs as graphs_lib
 
@@ -380,7 +381,7 @@ class GraphData:
     contribute nothing to losses or metrics.
     """
     samples = [self.sample_graphs[i] for i in indices]
-    iterator = graphs_lib.batch_iterator(
+    iterator = batching.batch_iterator(
         samples, self.budget, batch_size=self.per_device_batch_size
     )
     if num_devices == 1:
@@ -466,7 +467,7 @@ def create_graph_data(
         f"{num_devices} devices"
     )
   per_device = config.batch_size // num_devices
-  budget = graphs_lib.estimate_budget(
+  budget = batching.estimate_budget(
       sample_graphs,
       per_device,
       graph_types=tuple(gcfg.types),

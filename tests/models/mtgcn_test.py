@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mammojax.data import batching
 from mammojax.data import graphs as graphs_lib
 from mammojax.models import mtgcn
 from mammojax.training import mtgcn_task
@@ -31,13 +32,13 @@ def _samples(n_samples=5, seed=0, patch=6):
 
 
 def _batch(samples, extra_nodes=0, extra_graphs=0):
-  budget = graphs_lib.estimate_budget(samples, len(samples))
-  budget = graphs_lib.Budget(
+  budget = batching.estimate_budget(samples, len(samples))
+  budget = batching.Budget(
       n_node=budget.n_node + extra_nodes,
       n_edge={k: v + extra_nodes for k, v in budget.n_edge.items()},
       n_graph=budget.n_graph + extra_graphs,
   )
-  return graphs_lib.pad_batch(samples, budget)
+  return batching.pad_batch(samples, budget)
 
 
 def _model(**kwargs):
