@@ -2,6 +2,7 @@
 
 import pathlib
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from matplotlib import image as mimage
@@ -30,6 +31,18 @@ class PlotsTest(absltest.TestCase):
     self.assertEqual(img.shape[:2], (height, width))
     self.assertGreater(float(img.std()), 0.0)  # not blank
 
+  def _capture_figure(self):
+    """Patches ``plots._save`` to keep the figure it writes."""
+    figures = []
+
+    def save(fig, path, dpi):
+      figures.append(fig)
+      return original(fig, path, dpi)
+
+    original = plots._save  # pylint: disable=protected-access
+    self.enter_context(mock.patch.object(plots, "_save", save))
+    return figures
+
   def test_roc_curve_area_is_midrank_auc(self):
     rng = np.random.default_rng(1)
     pos = rng.integers(0, 2, 50).astype(bool)
@@ -39,12 +52,29 @@ class PlotsTest(absltest.TestCase):
     self.assertAlmostEqual(area, metrics.binary_auc(pos, s), places=12)
 
   def test_roc_curves(self):
+    figures = self._capture_figure()
     y = np.where(self.y == 2, 0, self.y)  # class 2 absent -> "n/a"
     path = plots.plot_roc_curves(
         y, self.probs, self.names, self.dir / "sub" / "roc.png", "ROC",
         figsize=(4, 3), dpi=50,
     )
+    self.assertEqual(path, self.dir / "sub" / "roc.png")
     self._check_png(path, 150, 200)
+    [ax] = figures[0].axes
+    aucs = [metrics.binary_auc(y == c, self.probs[:, c]) for c in (0, 1)]
+    self.assertEqual(
+        [t.get_text() for t in ax.get_legend().get_texts()],
+        [f"punctate: {aucs[0]:.3f}", f"amorphous: {aucs[1]:.3f}",
+         "pleomorphic: n/a"],
+    )
+    # Chance diagonal + one curve per present class, each from (0, 0) to
+    # (1, 1); the absent class is a legend entry without points.
+    lines = ax.get_lines()
+    self.assertLen(lines, 4)
+    for line in lines[1:3]:
+      xy = line.get_xydata()
+      np.testing.assert_allclose(xy[[0, -1]], [[0, 0], [1, 1]])
+    self.assertEqual(lines[3].get_xydata().size, 0)
 
   def test_confusion_matrix(self):
     cm = metrics.confusion_matrix(self.y, self.probs.argmax(1), num_classes=3)
@@ -75,11 +105,31 @@ class PlotsTest(absltest.TestCase):
     receivers = np.array([1, 2, 3, 4, 5, 6])
     true = np.array([0, 1, 2, -1, 0, 1, 2])
     pred = np.array([0, 1, 1, 2, -1, 1, 0])
+    figures = self._capture_figure()
     path = plots.draw_graph_on_image(
         image, coords, senders, receivers, true, pred, self.names,
         self.dir / "graph.png", "cluster 0", width_inches=4.0, dpi=50,
     )
-    self._check_png(path, 300, 200)
+    self._check_png(path, 300, 200)  # 4 x 6 inches: the image's aspect.
+    [ax] = figures[0].axes
+    [edges] = [c for c in ax.collections
+               if type(c).__name__ == "LineCollection"]
+    np.testing.assert_allclose(
+        np.stack(edges.get_segments()),
+        np.stack([coords[senders], coords[receivers]], axis=1),
+    )
+    rings, dots = [c for c in ax.collections
+                   if type(c).__name__ == "PathCollection"]
+    np.testing.assert_allclose(rings.get_offsets(), coords[true >= 0])
+    np.testing.assert_allclose(dots.get_offsets(), coords)
+    colors = plots._class_colors(3)  # pylint: disable=protected-access
+    fill = dots.get_facecolors()
+    np.testing.assert_allclose(fill[[0, 1, 2, 3, 5, 6]],
+                               colors[[0, 1, 1, 2, 1, 0]])
+    np.testing.assert_allclose(fill[4], (0.6, 0.6, 0.6, 1.0))  # no pred
+    np.testing.assert_allclose(rings.get_edgecolors(),
+                               colors[true[true >= 0]])
+    self.assertEqual([t.get_text() for t in ax.texts], ["cluster 0"])
 
 
 if __name__ == "__main__":
