@@ -144,10 +144,15 @@ def _fmt(mean, std, n=None, expected=None):
   return text
 
 
+def _folds():
+  """The fold indices to run (``--only_folds``, else all ``--folds``)."""
+  return [int(f) for f in FLAGS.only_folds] or list(range(FLAGS.folds))
+
+
 def run_row(name, overrides, loop, base_config=None):
   """Trains every fold of one row; returns per-fold test metrics."""
   per_fold = []
-  folds = [int(f) for f in FLAGS.only_folds] or list(range(FLAGS.folds))
+  folds = _folds()
   base_config = base_config or (lambda: mtgcn.get_config(FLAGS.variant))
   for fold in folds:
     config = _apply(base_config(), overrides)
@@ -234,7 +239,7 @@ def main(argv):
       "AUC ovo | morphology AUC ovr | paper dist. / morph. |",
       "|---|---|---|---|---|---|",
   ]
-  expected = len([int(f) for f in FLAGS.only_folds] or range(FLAGS.folds))
+  expected = len(_folds())
   for name, row in table.items():
     s = row["summary"]
     paper = row["paper_auc"]
