@@ -15,8 +15,10 @@ one example per calc abnormality, built through the same
 ``examples_from_image`` as the synthetic and DICOM-folder graphs:
 
 * nodes = the individual calcifications inside the abnormality's ROI mask:
-  ``calcification_detector.detect_calcifications(image, roi_mask=mask)``
-  (white top-hat detector, run on the mask's bounding box plus a margin).
+  ``calcification_detector.detect_calcifications(image, roi_mask=mask,
+  method="mad", threshold=3)`` (white top-hat detector, run on the mask's
+  bounding box plus a margin; builder config ``multiscale`` switches to the
+  matched-filter detector).
   When it finds nothing (e.g. coarse or rod-like calcifications wider than
   the 1 mm top-hat), the fallback is the connected components of the ROI
   content above its Otsu threshold (``components_from_mask``). Rows whose

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from configs import mtgcn
 from mammojax.data import pipeline
 from mammojax.data.builders import calcification_graphs
-from mammojax.data.builders import cbis_ddsm  # pylint: disable=unused-import
+from mammojax.data.builders import cbis_ddsm
 from mammojax.data.sources import cbis_ddsm as cbis_source
 from mammojax.data.sources import common
 from tests.data.builders import trees
@@ -161,6 +161,49 @@ class CalcificationGraphsTest(absltest.TestCase):
                      [0, 3, 0, 2, 0])
     batch = next(iter(data.eval_batches('test')))
     self.assertEqual(set(batch), {'knn', 'radius'})
+
+
+class LocateCalcificationsTest(absltest.TestCase):
+  """Why the builder keeps the top-hat ('mad') detector by default."""
+
+  def setUp(self):
+    super().setUp()
+    self.mask = np.zeros((64, 48), bool)
+    self.mask[10:50, 10:40] = True
+
+  def test_noise_free_step_edge(self):
+    image = np.full((64, 48), 0.25, np.float32)
+    image[:, 24:] = 0.5
+    found, how = cbis_ddsm.locate_calcifications(image, self.mask, 0.1)
+    self.assertEqual((how, len(found)), ('threshold', 1))  # Otsu fallback
+    np.testing.assert_allclose(found.centers_xy, [[31.5, 29.5]])
+    # The multiscale detector's noise-normalised scores fire on the edge.
+    found, how = cbis_ddsm.locate_calcifications(
+        image, self.mask, 0.1, threshold=None, method='multiscale')
+    self.assertEqual((how, len(found)), ('detector', 2))
+    np.testing.assert_allclose(found.centers_xy[:, 0], [21.0, 24.0])
+
+  def test_dots_in_noise_found_by_both(self):
+    image = 0.3 + np.random.default_rng(0).normal(
+        0, 0.01, (64, 48)).astype(np.float32)
+    for r, c in ((20, 20), (30, 30), (40, 15)):
+      image[r:r + 2, c:c + 2] += 0.4
+    for method, threshold in (('mad', 3.0), ('multiscale', None)):
+      found, how = cbis_ddsm.locate_calcifications(
+          image, self.mask, 0.1, threshold=threshold, method=method)
+      self.assertEqual(how, 'detector')
+      np.testing.assert_allclose(
+          found.centers_xy, [[20.5, 20.5], [30.5, 30.5], [15.5, 40.5]])
+
+  def test_builder_configs(self):
+    configs = {c.name: c for c in
+               cbis_ddsm.CbisDdsmCalcifications.BUILDER_CONFIGS}
+    self.assertEqual(
+        (configs['default'].detector_method,
+         configs['default'].detector_threshold), ('mad', 3.0))
+    self.assertEqual(
+        (configs['multiscale'].detector_method,
+         configs['multiscale'].detector_threshold), ('multiscale', None))
 
 
 class MassesTest(absltest.TestCase):
