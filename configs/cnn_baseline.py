@@ -17,7 +17,15 @@ The dataset fields (patient-wise splits, k-fold, class balancing) are those
 of ``configs/mtgcn.py``, so a baseline and MT-GCN fold hold the same patients.
 """
 
+import os
+import sys
+
 import ml_collections
+
+# The repository root, so that the shared blocks import when this file is
+# loaded by path (``--config=configs/X.py``) from any working directory.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODELS = (
     "resnet18", "resnet34", "densenet121", "mobilenet_v2",
@@ -32,22 +40,10 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.method = "cnn_baseline"
   config.seed = 0
 
-  # Dataset: the fields of configs/mtgcn.py.
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = "synthetic_calcifications"
-  config.dataset.builder_config = "default"  # 390 images / 200 patients.
-  config.dataset.data_dir = ""  # "" -> $MAMMOJAX_DATA_DIR or ~/mammojax_data.
-  config.dataset.manual_dir = ""  # Real data / DICOM folder, if any.
-  config.dataset.morphology_field = "morphology"
-  config.dataset.distribution_field = "distribution"
-  config.dataset.val_fraction = 0.1
-  config.dataset.test_fraction = 0.2
-  config.dataset.num_folds = 1
-  config.dataset.fold = 0
-  config.dataset.split_seed = 0
-  # Resample the training items to balance the target (distribution at the
-  # image level, morphology at the patch level).
-  config.dataset.class_balanced = True
+  # Dataset: the fields of configs/mtgcn.py. Class-balanced resampling
+  # balances the target (distribution at the image level, morphology at the
+  # patch level).
+  config.dataset = common.dataset("synthetic_calcifications")  # 390 images.
 
   # The baseline.
   config.baseline = ml_collections.ConfigDict()
@@ -66,26 +62,13 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # (distribution) or node (morphology). () derives it from the level; a
   # non-empty value must match it.
   config.tasks = ()
-  config.task_weights = (1.0,)
-  config.class_weighting = "none"  # none | inverse (per-class CE weights).
-  config.gradnorm = ml_collections.ConfigDict()  # Unused (one task).
-  config.gradnorm.enabled = False
-  config.gradnorm.alpha = 1.5
-  config.gradnorm.learning_rate = 1e-3
-  config.gradnorm.initial_loss = "first"
+  config.class_weighting = "none"  # none | inverse | effective (CE weights).
 
   # Optimisation.
-  config.optimizer = "adamw"
-  config.learning_rate = 1e-3
-  config.weight_decay = 1e-4
-  config.grad_clip_norm = 0.0
-  config.batch_size = 32  # Items per step, over all devices.
-  config.num_epochs = 30
-  config.early_stopping_patience = 10  # Epochs; 0 disables.
-  config.selection_metric = "val/mean_auc"
-  config.num_devices = 0  # 0 = all local devices.
-  config.multihost = False
-  config.log_every_steps = 10
+  common.optimization(
+      config, optimizer="adamw", learning_rate=1e-3, weight_decay=1e-4,
+      batch_size=32, num_epochs=30,
+  )
 
   def set_level(level):
     config.baseline.level = level

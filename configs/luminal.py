@@ -35,7 +35,15 @@ with ~60 optimiser steps per stage at the paper's learning rates the CPU
 protocol is a functional check, not a reproduction of Table 2.
 """
 
+import os
+import sys
+
 import ml_collections
+
+# The repository root, so that the shared blocks import when this file is
+# loaded by path (``--config=configs/X.py``) from any working directory.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Epochs per stage of the CPU protocol (the paper trains up to early
 # stopping; a shared 2-core CPU affords 3 epochs of ~20 steps per stage).
@@ -55,27 +63,21 @@ def stage_config(stage: str) -> ml_collections.ConfigDict:
   config.method = "luminal"
   config.seed = 0
 
-  # Dataset.
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = "synthetic_cmmd"  # Or cmmd (manual_dir).
-  config.dataset.builder_config = "default"  # 600 images, 256 x 160.
-  config.dataset.data_dir = ""  # "" -> $MAMMOJAX_DATA_DIR or ~/mammojax_data.
-  config.dataset.manual_dir = ""
+  # Dataset. Patient-wise splits on all images: test_fraction of the
+  # patients form the independent test set; the rest is split in num_folds
+  # folds (fold `fold` validates), or val_fraction of it validates when
+  # num_folds == 1. Weighted random sampling (torch WeightedRandomSampler)
+  # on balance_field.
+  config.dataset = common.dataset(
+      "synthetic_cmmd",  # Or cmmd (manual_dir).
+      "default",  # 600 images, 256 x 160.
+      val_fraction=0.2, test_fraction=0.1, num_folds=5,
+      class_balanced=stage != "pretrain",
+  )
   config.dataset.image_size = (128, 80)  # Training input; () = as stored.
-  # Patient-wise splits on all images: test_fraction of the patients form
-  # the independent test set; the rest is split in num_folds folds (fold
-  # `fold` validates), or val_fraction of it validates when num_folds == 1.
-  config.dataset.test_fraction = 0.1
-  config.dataset.val_fraction = 0.2
-  config.dataset.num_folds = 5
-  config.dataset.fold = 0
-  config.dataset.split_seed = 0
-  # Weighted random sampling (torch WeightedRandomSampler) on this label.
-  config.dataset.class_balanced = stage != "pretrain"
   config.dataset.balance_field = "luminal" if stage != "pretrain" else ""
 
   # Model.
-  config.model_name = "ImageClassifier"
   config.model = ml_collections.ConfigDict()
   config.model.name = "resnet18"
   config.model.dropout = 0.3
@@ -89,7 +91,6 @@ def stage_config(stage: str) -> ml_collections.ConfigDict:
     config.tasks = ("calcification", "mass", "malignant")
   else:
     config.tasks = ("luminal",)
-  config.task_weights = (1.0, 1.0, 1.0)
   config.init_from = "runs/luminal_pretrain" if stage == "transfer" else ""
 
   # Augmentation inside the train step (the paper's probabilities).
@@ -100,26 +101,13 @@ def stage_config(stage: str) -> ml_collections.ConfigDict:
   config.augment.p_equalize = 0.4
   config.augment.p_erase = 0.1
 
-  # Loop settings shared with the other methods (GradNorm unused here).
-  config.gradnorm = ml_collections.ConfigDict()
-  config.gradnorm.enabled = False
-  config.gradnorm.alpha = 1.5
-  config.gradnorm.learning_rate = 1e-3
-  config.gradnorm.layer = "head"
-  config.gradnorm.initial_loss = "first"
-
-  # Optimisation (torch Adam: weight decay as L2 on the gradient).
-  config.optimizer = "adam"
-  config.learning_rate = _LR[stage]
-  config.weight_decay = 5e-3
-  config.grad_clip_norm = 0.0
-  config.batch_size = 16
-  config.num_epochs = _CPU[stage]
-  config.early_stopping_patience = 10
-  config.selection_metric = "val/loss"
-  config.num_devices = 0  # 0 = all local devices.
-  config.multihost = False
-  config.log_every_steps = 10
+  # Optimisation (torch Adam: weight decay as L2 on the gradient); the best
+  # checkpoint and early stopping by the validation loss.
+  common.optimization(
+      config, optimizer="adam", learning_rate=_LR[stage], weight_decay=5e-3,
+      batch_size=16, num_epochs=_CPU[stage], early_stopping_patience=10,
+      selection_metric="val/loss",
+  )
 
   # Report.
   config.report = ml_collections.ConfigDict()
@@ -131,6 +119,7 @@ def stage_config(stage: str) -> ml_collections.ConfigDict:
 def _protocol() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.protocol = ml_collections.ConfigDict()
+  config.protocol.name = "luminal_cv"  # mammojax.experiments.PROTOCOLS.
   config.protocol.num_folds = 5
   config.protocol.folds = ()  # () = all folds.
   for stage in ("pretrain", "transfer", "baseline"):

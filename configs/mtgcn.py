@@ -13,7 +13,15 @@ Variants (``--config=configs/mtgcn.py:VARIANT``):
 * ``test`` -- a tiny CPU configuration used by the test suite.
 """
 
+import os
+import sys
+
 import ml_collections
+
+# The repository root, so that the shared blocks import when this file is
+# loaded by path (``--config=configs/X.py``) from any working directory.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
@@ -22,22 +30,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.method = "mtgcn"
   config.seed = 0
 
-  # Dataset.
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = "synthetic_calcifications"
-  config.dataset.builder_config = "default"  # 390 images / 200 patients.
-  config.dataset.data_dir = ""  # "" -> $MAMMOJAX_DATA_DIR or ~/mammojax_data.
-  config.dataset.manual_dir = ""  # Real data / DICOM folder, if any.
-  config.dataset.morphology_field = "morphology"
-  config.dataset.distribution_field = "distribution"
-  # Patient-wise splits: fractions of patients for val and test; the rest
-  # trains. With num_folds > 1 the non-test patients are split in k folds.
-  config.dataset.val_fraction = 0.1
-  config.dataset.test_fraction = 0.2
-  config.dataset.num_folds = 1
-  config.dataset.fold = 0
-  config.dataset.split_seed = 0
-  config.dataset.class_balanced = True  # WeightedRandomSampler equivalent.
+  # Dataset and patient-wise splits (fractions of patients for val and
+  # test; with num_folds > 1 the non-test patients form k folds).
+  config.dataset = common.dataset("synthetic_calcifications")  # 390 images.
 
   # Graph construction (on the host, per sample).
   config.graph = ml_collections.ConfigDict()
@@ -50,7 +45,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.graph.budget = "mean"
 
   # Model.
-  config.model_name = "MTGCN"
   config.model = ml_collections.ConfigDict()
   config.model.patch_embed_dim = 64
   config.model.patch_channels = (16, 32, 64)
@@ -74,31 +68,22 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
 
   # Tasks and objectives.
   config.tasks = ("node", "graph")  # node = morphology, graph = distribution.
-  config.task_weights = (1.0, 1.0)  # Static weights when GradNorm is off.
-  config.class_weighting = "none"  # none | inverse (per-class CE weights).
-  config.gradnorm = ml_collections.ConfigDict()
-  config.gradnorm.enabled = True
-  config.gradnorm.alpha = 1.5
-  config.gradnorm.learning_rate = 1e-3
-  config.gradnorm.layer = "fusion"  # fusion (last shared) | first_conv.
-  config.gradnorm.initial_loss = "first"  # first | log_num_classes.
+  # Static task weights when GradNorm is off; () = 1 per task.
+  config.task_weights = ()
+  config.class_weighting = "none"  # none | inverse | effective (CE weights).
+  # GradNorm on the fusion projection (the last shared layer; first_conv is
+  # the authors' code's choice).
+  config.gradnorm = common.gradnorm(layer="fusion")
   config.distill = ml_collections.ConfigDict()
   config.distill.teachers = ()  # Workdirs of trained teachers.
   config.distill.temperature = 2.0
   config.distill.alpha = 0.5
 
   # Optimisation.
-  config.optimizer = "adamw"
-  config.learning_rate = 1e-3
-  config.weight_decay = 1e-4
-  config.grad_clip_norm = 0.0
-  config.batch_size = 32  # Graphs per step, over all devices.
-  config.num_epochs = 30
-  config.early_stopping_patience = 10  # Epochs; 0 disables.
-  config.selection_metric = "val/mean_auc"  # Best checkpoint criterion.
-  config.num_devices = 0  # 0 = all local devices.
-  config.multihost = False  # jax.distributed.initialize() first.
-  config.log_every_steps = 10
+  common.optimization(
+      config, optimizer="adamw", learning_rate=1e-3, weight_decay=1e-4,
+      batch_size=32, num_epochs=30,
+  )
   config.num_report_graphs = 4
 
   if variant == "default":

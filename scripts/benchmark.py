@@ -81,7 +81,7 @@ from mammojax.data import batching
 from mammojax.data import graphs as graphs_lib
 from mammojax.models import mtgcn as mtgcn_lib
 from mammojax.objectives import gradnorm as gradnorm_lib
-from mammojax.training import mtgcn_task
+from mammojax.methods import mtgcn as mtgcn_method
 from mammojax.training import state as state_lib
 from mammojax.training import steps as steps_lib
 
@@ -472,7 +472,7 @@ def run_mammojax(
   batches = [jax.device_put(b, device) for b in workload["batches"]]
   jax.block_until_ready(batches)
   model = make_model(spec)
-  task = mtgcn_task.MTGCNTask(
+  task = mtgcn_method.MTGCNTask(
       model, tasks=("node", "graph"), graph_types=GRAPH_TYPES,
       gradnorm_layer="fusion",
   )

@@ -8,7 +8,7 @@ fusion='concat', msg_norm=True, learn_msg_scale=True)``:
 
 * ``node_encoder = Linear(130, h)`` on ``[features (128) | coords (2)]``,
   ``edge_encoder = Linear(2, h)`` on the Cartesian edge features;
-* one shared ogbn_proteins-style stack (SPEC §1) applied to each graph type:
+* one shared ogbn_proteins-style stack applied to each graph type:
   ``layers[0].conv`` bare, then 7 ``DeepGCNLayer(GENConv(h, h,
   aggr='softmax', t=1.0, learn_t=True, msg_norm=True, learn_msg_scale=True,
   num_layers=2, norm='layer'), LayerNorm(h), ReLU, block='res+',
@@ -18,7 +18,7 @@ fusion='concat', msg_norm=True, learn_msg_scale=True)``:
 * node head ``Linear(2h, 2h) -> ReLU -> Linear(2h, 4)``, graph head
   ``global_mean_pool -> Linear(2h, 2h) -> ReLU -> Linear(2h, 5)``.
 
-GradNorm (SPEC §2.1) is done like ``mammojax.objectives.gradnorm``: the
+GradNorm is done like ``mammojax.objectives.gradnorm``: the
 network moves along the gradient of ``sum_i w_i L_i``; the per-task
 ``||grad_W L_i||`` come from ``torch.autograd.grad(L_i, W,
 retain_graph=True)`` (no ``create_graph``: ``L_grad`` is differentiated
@@ -43,7 +43,7 @@ GRAPH_TYPES = ("knn", "radius")
 
 
 class DeepGCNStack(nn.Module):
-  """The ogbn_proteins GENConv res+ stack (SPEC §1), without encoders."""
+  """The ogbn_proteins GENConv res+ stack, without encoders."""
 
   def __init__(self, hidden: int = 64, num_layers: int = 8,
                dropout: float = 0.1):
@@ -182,7 +182,7 @@ def task_losses(
 
 @dataclasses.dataclass
 class TorchGradNorm:
-  """GradNorm task weights (SPEC §2.1), as in ``mammojax.objectives.gradnorm``."""
+  """GradNorm task weights, as in ``mammojax.objectives.gradnorm``."""
 
   num_tasks: int
   alpha: float

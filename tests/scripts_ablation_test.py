@@ -1,4 +1,4 @@
-"""scripts/ablation.py: the table built from per-fold results (no training)."""
+"""scripts/ablation.py, the command line: flags -> table (no training)."""
 
 import json
 import pathlib
@@ -26,7 +26,7 @@ def test_report_only_tabulates_existing_folds(tmp_path):
   run = subprocess.run(
       [sys.executable, str(_ROOT / "scripts" / "ablation.py"),
        f"--workdir={tmp_path}", "--folds=2", "--report_only",
-       "--rows=proposed,task_node,knn_only"],
+       "--rows=proposed,task_node,knn_only,distill"],
       capture_output=True, text=True, cwd=_ROOT, timeout=600, check=False,
   )
   assert run.returncode == 0, run.stderr[-3000:]
@@ -38,10 +38,14 @@ def test_report_only_tabulates_existing_folds(tmp_path):
       if line.startswith("| ") and "AUC" not in line
   }
   assert rows["proposed (multi-task, multi-graph, 8 layers, GradNorm)"] == [
-      "0.700 ± 0.100", "0.710 ± 0.100", "0.600 ± 0.100", "0.610 ± 0.100"]
+      "0.700 ± 0.141", "0.710 ± 0.141", "0.600 ± 0.141", "0.610 ± 0.141"]
+  # One fold has no sample std (ddof = 1).
   assert rows["task-specific morphology"] == [
-      "—", "—", "0.900 ± 0.000 (1 fold)", "0.910 ± 0.000 (1 fold)"]
+      "—", "—", "0.900 (1 fold)", "0.910 (1 fold)"]
   assert rows["single KNN graph"] == ["—"] * 4
+  assert rows["knowledge distillation (student of the task-specific rows)"] == [
+      "—"] * 4
+  assert not (tmp_path / "task_graph").exists()  # no teacher trained
   table = json.loads((tmp_path / "ablation.json").read_text())
   assert table["task_node"]["summary"]["node_auc_ovo"]["folds"] == 1
   assert [f["fold"] for f in table["proposed"]["folds"]] == [0, 1]

@@ -20,8 +20,10 @@ for those two the float (or 16-bit-derived) image is quantised explicitly with
 ``from_uint8`` (``/ 255``); the 8-bit precision loss happens only when one of
 them fires. Flip and erasing act on the float image directly.
 
-AugMix follows torchvision 0.29.1 ``transforms.AugMix`` (not the reference
-google-research code; see SPEC §6.1): 13 ops with ``all_ops=True`` (Color is
+AugMix (Hendrycks et al., "AugMix: A Simple Data Processing Method to Improve
+Robustness and Uncertainty", ICLR 2020) follows torchvision 0.29.1
+``transforms.AugMix``, not the authors' reference code (google-research/augmix
+on GitHub): 13 ops with ``all_ops=True`` (Color is
 the identity on one-channel images, as in torchvision), magnitude =
 ``bins[randint(severity)]`` of 10 bins, signed ops negated w.p. 1/2, depth
 ``U{1, 2, 3}`` when ``chain_depth <= 0``, ``m ~ Dir(alpha, alpha)``, chain

@@ -20,6 +20,7 @@ import dataclasses
 import math
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
+import jax
 import jraph
 import numpy as np
 
@@ -322,3 +323,12 @@ def batch_iterator(
       used_edges[t] += num_edges[t]
   if batch:
     yield pad_batch(batch, budget, ids=batch_ids)
+
+
+def stack_batches(batches: Sequence[Any]) -> Any:
+  """Stacks per-device host batches on a new leading axis (pmap input).
+
+  Graph batches cannot be split along an axis, so each local device gets its
+  own padded batch.
+  """
+  return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)

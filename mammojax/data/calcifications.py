@@ -1,10 +1,13 @@
 """Calcifications as graph nodes: from masks or point ROIs.
 
-One calcification = one external contour of a binary calcification mask
-(MT-GCN, SPEC §0). Its node centre is the bounding-box centre in pixel `xy`
-(x = column, y = row, pixel centres at integer positions), its node feature a
-`size x size` patch of the image centred on it (zero-padded at the borders),
-and its node coordinates the centre normalised by the image width / height.
+One calcification = one external contour of a binary calcification mask, as in
+MT-GCN (Du et al., "Automatic Calcification Morphology and Distribution
+Classification for Breast Mammograms With Multi-Task Graph Convolutional Neural
+Network", IEEE JBHI 2023; arXiv:2105.06822). Its node centre is the
+bounding-box centre in pixel `xy` (x = column, y = row, pixel centres at
+integer positions), its node feature a `size x size` patch of the image centred
+on it (zero-padded at the borders), and its node coordinates the centre
+normalised by the image width / height.
 
 Calcifications found in an image by the detector come from
 `calcification_detector.detect_calcifications` (its filters are in

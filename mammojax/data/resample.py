@@ -3,13 +3,15 @@
 `resample_matrix` gives sparse per-axis weights (box filter when shrinking,
 linear interpolation when enlarging); `resize_image` applies them to a 2-D
 image; `target_shape` turns a `resize` spec (long side, or fit into (H, W))
-into content and canvas shapes. Used by `load_dicom` (`mammojax.data.dicom`)
+into content and canvas shapes; `fit_image` resizes keeping aspect and
+zero-pads to a fixed (H, W). Used by `load_dicom` (`mammojax.data.dicom`)
 and by the builders and training code that resize images.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 from scipy import sparse
 
 
@@ -70,3 +72,38 @@ def target_shape(
       min(out_w, max(1, round(w * factor))),
   )
   return content, (out_h, out_w)
+
+
+def fit_image(
+    image: np.ndarray, size: tuple[int, int], method: str = "area"
+) -> np.ndarray:
+  """Resizes `image` `[h, w]` keeping aspect, zero-padded (bottom / right).
+
+  Args:
+    image: the 2-D image.
+    size: (H, W) of the output.
+    method: `"area"`: `resize_image` (area average down, linear up, on
+      pixel-centre grids) to the content shape of `target_shape`;
+      `"zoom"`: `scipy.ndimage.zoom(image, scale, order=1)` (linear through
+      corner-aligned samples, content shape rounded by scipy), which the
+      calcification-graph builders' `view_image` has always used. The two
+      give different pixels.
+
+  Returns:
+    float32 `size` array.
+
+  Raises:
+    ValueError: an unknown `method`.
+  """
+  h, w = image.shape[:2]
+  if method == "area":
+    shape, _ = target_shape(h, w, tuple(size))
+    content = resize_image(np.asarray(image, np.float32), shape)
+  elif method == "zoom":
+    scale = min(size[0] / h, size[1] / w)
+    content = ndimage.zoom(image, scale, order=1)[: size[0], : size[1]]
+  else:
+    raise ValueError(f"fit_image: method {method!r} is not 'area' or 'zoom'")
+  out = np.zeros(tuple(size), np.float32)
+  out[: content.shape[0], : content.shape[1]] = content
+  return out

@@ -66,7 +66,8 @@ VOCABULARIES: dict[str, dict[str, tuple[str, ...]]] = {
             "triple_negative",
         ),
     },
-    # Classes of the MT-GCN authors' CBIS-DDSM code (SPEC section 0).
+    # Classes of the MT-GCN authors' CBIS-DDSM code (Du et al., IEEE JBHI
+    # 2023).
     "cbis_ddsm": {
         "morphology": (
             "amorphous",
@@ -87,8 +88,8 @@ VOCABULARIES: dict[str, dict[str, tuple[str, ...]]] = {
         "pathology": ("benign", "benign_without_callback", "malignant"),
         "density": _DENSITY,
     },
-    # The MT-GCN in-house set (SPEC section 0); distribution classes follow
-    # the paper's figure.
+    # The MT-GCN in-house set (Du et al., IEEE JBHI 2023); distribution
+    # classes follow the paper's figure.
     "inhouse": {
         "morphology": (
             "not_suspicious",

@@ -14,11 +14,8 @@ F1, macro F1 and AUC on the test set as mean ± std over folds (sample std,
 ddof = 1) for transfer vs baseline, the two-tailed paired t-test
 (``scipy.stats.ttest_rel``) of transfer vs baseline over folds on test macro
 F1 and AUC, the MLMC per-class F1 (the paper's Table 2a), ROC curves of every
-fold, and Grad-CAM overlays (ResNet ``layer4``) of a few test images.
-
-``write_run_report`` is the per-run report of the ``luminal`` method (the
-loop's ``write_report`` hook): test predictions (``predictions_{split}.npz``),
-ROC and confusion figures, Grad-CAM overlays and ``report.md``.
+fold, and Grad-CAM overlays (ResNet ``layer4``) of a few test images
+(copied from the runs' own reports, ``mammojax.reporting.luminal``).
 """
 
 import json
@@ -28,15 +25,10 @@ import time
 from typing import Any, Optional
 
 from absl import logging
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from scipy import stats
 
-from mammojax.models import cnn
-from mammojax.models import gradcam as gradcam_lib
-from mammojax.reporting import gradcam_overlay
 from mammojax.reporting import plots
 from mammojax.reporting import report as report_lib
 
@@ -46,155 +38,6 @@ COMPARED = ("transfer", "baseline")
 _SHARED_DATASET_KEYS = ("name", "builder_config", "data_dir", "manual_dir",
                         "image_size", "test_fraction", "val_fraction",
                         "split_seed")
-
-
-# ----------------------------------------------------------------------------
-# Per-run report (the method's write_report hook).
-
-
-def _real(raw: dict[str, np.ndarray], task: str) -> np.ndarray:
-  return raw[f"{task}_mask"] & (raw[f"{task}_labels"] >= 0)
-
-
-def save_predictions(path: str, data: Any, raw: dict[str, np.ndarray],
-                     tasks) -> None:
-  """Real items' example ids, labels and probabilities as ``.npz``."""
-  keep = raw["index"] >= 0
-  out = {
-      "index": raw["index"][keep],
-      "example_id": np.asarray(
-          [data.examples[i]["example_id"] for i in raw["index"][keep]]
-      ),
-  }
-  for task in tasks:
-    out[f"{task}_labels"] = raw[f"{task}_labels"][keep]
-    out[f"{task}_probs"] = raw[f"{task}_probs"][keep]
-  np.savez(path, **out)
-
-
-def pick_gradcam_examples(data: Any, split: str, task: str,
-                          count: int) -> list[int]:
-  """Up to ``count`` example indices of ``split``, classes alternating."""
-  idx = data.splits[split]
-  labels = data.labels[task][idx]
-  by_class = [list(idx[labels == c]) for c in (1, 0)]
-  picked = []
-  while len(picked) < count and any(by_class):
-    for group in by_class:
-      if group and len(picked) < count:
-        picked.append(int(group.pop(0)))
-  return picked
-
-
-def write_gradcams(
-    fig_dir: str, config: ml_collections.ConfigDict, data: Any, state: Any,
-    model: Any, class_names: dict[str, list[str]], *, min_height: int = 384,
-) -> list[str]:
-  """Grad-CAM overlays of a few test images; returns the PNG paths."""
-  tasks = tuple(config.tasks)
-  count = int(config.report.num_gradcam)
-  split = "test" if len(data.splits["test"]) else "val"
-  focus = config.report.get("gradcam_task") or tasks[-1]
-  if focus not in tasks:
-    focus = tasks[-1]
-  picked = pick_gradcam_examples(data, split, focus, count)
-  if not picked:
-    return []
-  images = data.images[picked].astype(np.float32) / 255.0
-  variables = {"params": state.params, **dict(state.model_state)}
-  softmax = tasks == ("luminal",)
-  # Grad-CAM explains the predicted class (softmax) or the focus task's
-  # sigmoid logit (MLMC; its score before the sigmoid).
-  targets = None if softmax else tasks.index(focus)
-  layer = cnn.GRADCAM_LAYERS[config.model.name]
-  cam = jax.jit(
-      lambda v, x: gradcam_lib.gradcam(model, v, x, layer=layer,
-                                       targets=targets)
-  )(variables, jnp.asarray(images))
-  logits = np.asarray(cam.logits)
-  paths = []
-  names = class_names[focus]
-  for j, i in enumerate(picked):
-    ex = data.examples[i]
-    true = int(data.labels[focus][i])
-    if softmax:
-      p = np.exp(logits[j] - logits[j].max())
-      p = float((p / p.sum())[1])
-    else:
-      p = float(1 / (1 + np.exp(-logits[j, targets])))
-    title = f"{ex['example_id']} {names[true]}, p({names[1]})={p:.2f}"
-    path = os.path.join(fig_dir, f"gradcam_{j}_{ex['example_id']}.png")
-    # Small training inputs: enlarge (nearest) so the PNG is readable.
-    zoom = max(1, -(-min_height // images.shape[1]))
-    big = lambda a: np.kron(np.asarray(a), np.ones((zoom, zoom), np.float32))
-    gradcam_overlay.save_gradcam_overlay(
-        path, big(images[j]), big(cam.cam[j]), title=title, dpi=100
-    )
-    paths.append(path)
-  return paths
-
-
-def write_run_report(
-    workdir: str,
-    config: ml_collections.ConfigDict,
-    data: Any,
-    results: dict[str, Any],
-    raw_outputs: dict[str, dict[str, np.ndarray]],
-    state: Any,
-    *,
-    model: Any,
-) -> str:
-  """Predictions, figures and ``report.md`` of one luminal-method run."""
-  fig_dir = os.path.join(workdir, "figures")
-  os.makedirs(fig_dir, exist_ok=True)
-  tasks = tuple(config.tasks)
-  from mammojax.training import luminal_task  # pylint: disable=g-import-not-at-top
-
-  names = {t: luminal_task.class_names(data, t) for t in tasks}
-  for split, raw in raw_outputs.items():
-    save_predictions(
-        os.path.join(workdir, f"predictions_{split}.npz"), data, raw, tasks
-    )
-  figures = {}
-  split = "test" if "test" in raw_outputs else "val"
-  raw = raw_outputs.get(split, {})
-  for task in tasks:
-    if f"{task}_probs" not in raw:
-      continue
-    keep = _real(raw, task)
-    if not keep.any():
-      continue
-    roc = os.path.join(fig_dir, f"roc_{task}.png")
-    plots.plot_roc_curves(raw[f"{task}_labels"][keep],
-                          raw[f"{task}_probs"][keep], names[task], roc,
-                          f"ROC, {task}, {split}")
-    figures[f"ROC, {task} ({split})"] = os.path.relpath(roc, workdir)
-    cm = np.asarray(results[split][task]["confusion_matrix"])
-    cm_path = os.path.join(fig_dir, f"confusion_{task}.png")
-    plots.plot_confusion_matrix(cm, names[task], cm_path, normalize="true")
-    figures[f"Confusion matrix, {task} ({split})"] = os.path.relpath(
-        cm_path, workdir
-    )
-  for path in write_gradcams(fig_dir, config, data, state, model, names):
-    figures[f"Grad-CAM {os.path.basename(path)}"] = os.path.relpath(
-        path, workdir
-    )
-  report = {
-      "title": f"luminal method, tasks {', '.join(tasks)}",
-      "tasks": {t: results[split][t] for t in tasks if t in results[split]},
-      "run": {
-          "split evaluated": split,
-          "init_from": config.get("init_from") or "",
-          "best epoch": results["meta"]["best_epoch"],
-          "images per split": results["splits"],
-          "train images/s": round(
-              results["timing"]["train_items_per_second"], 2
-          ),
-      },
-  }
-  path = os.path.join(workdir, "report.md")
-  report_lib.write_markdown_report(path, report, figures)
-  return path
 
 
 # ----------------------------------------------------------------------------
@@ -382,6 +225,39 @@ def render_protocol_report(summary: dict[str, Any],
   return "\n".join(lines) + "\n"
 
 
+def protocol_notes(config: ml_collections.ConfigDict, folds: list[int],
+                   mlmc: dict[str, Any]) -> list[str]:
+  """The caveats of a protocol run for ``report.md`` and ``results.json``.
+
+  Args:
+    config: the protocol config (its ``pretrain.dataset.name``; every stage
+      shares the dataset).
+    folds: the folds run.
+    mlmc: the MLMC summary (``auc_*`` cells with a ``mean``).
+  """
+  notes = []
+  if str(config.pretrain.dataset.name).startswith("synthetic"):
+    notes.append(
+        "Synthetic CMMD-like data (mammojax.data.builders.synthetic_cmmd): "
+        "the subtype is only weakly tied to appearance (documented in the "
+        "builder); numbers are not comparable to the paper's CMMD results."
+    )
+  if len(folds) < 2:
+    notes.append("one fold only: std and the t-test are undefined.")
+  mlmc_aucs = [mlmc[m]["mean"] for m in mlmc
+               if m.startswith("auc_") and mlmc[m]["mean"] is not None]
+  if mlmc_aucs and max(mlmc_aucs) < 0.6:
+    notes.append(
+        f"the MLMC pretraining stayed near chance (best mean test AUC "
+        f"{max(mlmc_aucs):.3f}): a transfer-vs-baseline difference then "
+        "reflects the initialisation (e.g. batch-norm statistics and "
+        "weights adapted to mammograms) rather than learned abnormality "
+        "features; train longer / larger (configs/luminal.py:paper) for a "
+        "meaningful comparison."
+    )
+  return notes
+
+
 def run_protocol(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -500,24 +376,7 @@ def run_protocol(
         )
 
   first = runs["transfer"][folds[0]]
-  notes = [
-      "Synthetic CMMD-like data (mammojax.data.builders.synthetic_cmmd): "
-      "the subtype is only weakly tied to appearance (documented in the "
-      "builder); numbers are not comparable to the paper's CMMD results.",
-  ]
-  if len(folds) < 2:
-    notes.append("one fold only: std and the t-test are undefined.")
-  mlmc_aucs = [mlmc[m]["mean"] for m in mlmc
-               if m.startswith("auc_") and mlmc[m]["mean"] is not None]
-  if mlmc_aucs and max(mlmc_aucs) < 0.6:
-    notes.append(
-        f"the MLMC pretraining stayed near chance (best mean test AUC "
-        f"{max(mlmc_aucs):.3f}): a transfer-vs-baseline difference then "
-        "reflects the initialisation (e.g. batch-norm statistics and "
-        "weights adapted to mammograms) rather than learned abnormality "
-        "features; train longer / larger (configs/luminal.py:paper) for a "
-        "meaningful comparison."
-    )
+  notes = protocol_notes(config, folds, mlmc)
   summary = {
       "num_folds": num_folds,
       "folds": folds,

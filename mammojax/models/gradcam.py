@@ -8,7 +8,8 @@ pytorch-grad-cam's ``scale_cam_image``; an all-zero map stays zero).
 
 Two entry points:
 
-* ``gradcam_from_features(head_fn, features, targets)`` - the SPEC §8 split:
+* ``gradcam_from_features(head_fn, features, targets)`` - the split of
+  Selvaraju et al. (ICCV 2017), as pytorch-grad-cam computes it:
   ``features = A`` and ``head_fn(A) -> logits``.
 * ``gradcam(model, variables, images, layer=...)`` - for the models in
   ``mammojax.models.cnn``: ``d y / d A`` is the gradient w.r.t. a zero offset

@@ -1,4 +1,9 @@
-"""MT-GCN: multi-task deep GCN over calcification graphs (papers/mtgcn.txt).
+"""MT-GCN: multi-task deep GCN over calcification graphs.
+
+The model of "Automatic Calcification Morphology and Distribution
+Classification for Breast Mammograms With Multi-Task Graph Convolutional
+Neural Network"
+(MT-GCN, Du et al., IEEE JBHI 2023).
 
 Patch CNN -> node features (patch embedding + normalised coordinates) -> node
 and edge encoders -> one shared deep GCN (GENConv res+ stack) applied to each

@@ -9,12 +9,41 @@ student on the teachers' soft targets. Per task head::
 The ``T^2`` factor keeps the soft term's gradient magnitude independent of
 the temperature (the soft gradients scale as ``1 / T^2``), so `alpha` keeps
 its meaning when T changes.
+
+``soft_target_terms`` is the per-item form that a method's loss definition
+sums (MT-GCN mixes it per head, ``mammojax.methods.mtgcn``);
+``distillation_loss`` is the scalar form over one batch.
 """
 
 import jax
 import jax.numpy as jnp
 
 from mammojax.objectives import losses
+
+
+def soft_target_terms(
+    student_logits: jax.Array,
+    teacher_logits: jax.Array,
+    temperature: float,
+) -> jax.Array:
+  """Per item ``-sum_c q_c log p_c`` at temperature T (no ``T^2``).
+
+  ``q = softmax(teacher / T)`` is a constant (no gradient reaches the
+  teacher) and ``p = softmax(student / T)``.
+
+  Args:
+    student_logits: `[..., C]`.
+    teacher_logits: `[..., C]`.
+    temperature: T > 0.
+
+  Returns:
+    `[...]` per-item soft-target cross-entropies.
+  """
+  t = temperature
+  teacher = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+  targets = jax.nn.softmax(teacher / t, axis=-1)
+  log_probs = jax.nn.log_softmax(student_logits.astype(jnp.float32) / t, -1)
+  return -jnp.sum(targets * log_probs, axis=-1)
 
 
 def soft_cross_entropy(
@@ -24,31 +53,22 @@ def soft_cross_entropy(
     temperature: float = 1.0,
     mask: jax.Array | None = None,
 ) -> jax.Array:
-  """Mean over valid items of ``-sum_c q_c log p_c`` at temperature T.
+  """Mean of `soft_target_terms` over the items where ``mask`` is True.
 
-  ``q = softmax(teacher / T)`` is a constant (no gradient reaches the
-  teacher) and ``p = softmax(student / T)``.
-
-  Args:
-    student_logits: `[..., C]`.
-    teacher_logits: `[..., C]`.
-    temperature: T > 0.
-    mask: optional bool `[...]`, False for padding items.
-
-  Returns:
-    Scalar; 0 when no item is valid.
+  Returns a scalar; 0 when no item is valid (``mask``: optional bool
+  `[...]`, False for padding items).
   """
   if mask is None:
     valid = jnp.ones(student_logits.shape[:-1], bool)
   else:
     valid = jnp.broadcast_to(mask, student_logits.shape[:-1])
   keep = valid[..., None]
-  student = jnp.where(keep, student_logits.astype(jnp.float32), 0.0)
-  teacher = jnp.where(keep, teacher_logits.astype(jnp.float32), 0.0)
-  targets = jax.nn.softmax(jax.lax.stop_gradient(teacher) / temperature, -1)
-  log_probs = jax.nn.log_softmax(student / temperature, axis=-1)
-  per_item = jnp.where(valid, -jnp.sum(targets * log_probs, axis=-1), 0.0)
-  return losses._safe_divide(  # pylint: disable=protected-access
+  student = jnp.where(keep, student_logits, 0.0)
+  teacher = jnp.where(keep, teacher_logits, 0.0)
+  per_item = jnp.where(
+      valid, soft_target_terms(student, teacher, temperature), 0.0
+  )
+  return losses.safe_divide(
       jnp.sum(per_item), jnp.sum(valid.astype(jnp.float32))
   )
 

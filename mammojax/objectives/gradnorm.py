@@ -1,6 +1,7 @@
 """GradNorm task weighting (Chen et al., ICML 2018), by explicit jax.grad.
 
-Algorithm 1 of the paper, as fixed in SPEC §2.1. For task weights
+Algorithm 1 of the paper (with the choices of its public re-implementations
+noted below). For task weights
 ``w`` (init 1, ``sum w = T``) and a subset ``W`` of the shared weights:
 
 * ``G_i = ||grad_W (w_i L_i)|| = w_i ||grad_W L_i||``, ``G_bar = mean_i G_i``;
@@ -246,6 +247,7 @@ def multitask_value_and_grad(
     select_fn: SelectFn | str | Sequence[str],
     *,
     has_aux: bool = True,
+    num_balanced: int | None = None,
 ) -> Callable[..., tuple[jax.Array, Any, PyTree, PyTree]]:
   """Task losses, weighted gradients and per-task gradients on ``W``.
 
@@ -261,6 +263,10 @@ def multitask_value_and_grad(
     select_fn: callable mapping a params-shaped tree to the ``W`` subtree, or
       a path for `select_path`.
     has_aux: whether `losses_fn` returns aux.
+    num_balanced: how many leading losses GradNorm balances (default: all).
+      The remaining ones (a method's auxiliary terms, with their static
+      weights appended to ``task_weights``) enter the gradient of
+      ``sum_i w_i L_i`` but get no per-task gradient on ``W``.
 
   Returns:
     ``f(params, task_weights [T], *args) -> (task_losses [T], aux, grads,
@@ -289,7 +295,8 @@ def multitask_value_and_grad(
       )
     cotangent = jax.lax.stop_gradient(task_weights).astype(losses.dtype)
     (grads,) = vjp_fn(cotangent)
-    one_hots = jnp.eye(losses.shape[0], dtype=losses.dtype)
+    t = losses.shape[0] if num_balanced is None else num_balanced
+    one_hots = jnp.eye(t, losses.shape[0], dtype=losses.dtype)
     task_layer_grads = jax.vmap(lambda ct: select_fn(vjp_fn(ct)[0]))(
         one_hots
     )

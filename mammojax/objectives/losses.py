@@ -1,4 +1,14 @@
-"""Masked, class-weighted classification losses.
+"""Masked, class-weighted classification losses shared by every method.
+
+Two forms of each loss:
+
+* ``*_terms`` functions return per-item losses and weights, zero where an
+  item is not valid. A method's loss definition sums them: the trainer
+  (``mammojax.training.steps``) divides each sum by its normaliser summed
+  over *all* devices, so N devices reproduce one device exactly.
+* the scalar functions (``weighted_cross_entropy``,
+  ``binary_cross_entropy_with_logits``) are those sums over their
+  normalisers (torch ``reduction='mean'`` semantics).
 
 Conventions shared by every loss here:
 
@@ -18,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
+def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
   """`num / den` where `den > 0`, else 0; gradient-safe (no 0/0 in the VJP)."""
   positive = den > 0
   return jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
@@ -32,6 +42,84 @@ def _valid_items(
   if mask is not None:
     valid = jnp.logical_and(valid, jnp.broadcast_to(mask, labels.shape))
   return valid
+
+
+def item_weights(
+    labels: jax.Array,
+    valid: jax.Array,
+    class_weights: jax.Array | None = None,
+) -> jax.Array:
+  """Each item's class weight (1 without `class_weights`), 0 where invalid.
+
+  The normaliser of a class-weighted cross-entropy sum is the sum of these.
+  """
+  if class_weights is None:
+    return valid.astype(jnp.float32)
+  safe_labels = jnp.where(valid, labels, 0)
+  class_weights = jnp.asarray(class_weights, jnp.float32)
+  return jnp.where(valid, class_weights[safe_labels], 0.0)
+
+
+def cross_entropy_terms(
+    logits: jax.Array,
+    labels: jax.Array,
+    valid: jax.Array,
+    class_weights: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """Per-item weighted softmax cross-entropy and its weights.
+
+  ``sum(ce) / sum(w)`` over a batch equals torch's
+  ``CrossEntropyLoss(weight=class_weights)``.
+
+  Args:
+    logits: `[..., C]` unnormalised scores.
+    labels: int `[...]` class indices (any value where not `valid`).
+    valid: bool `[...]`, the items that count.
+    class_weights: optional `[C]` non-negative per-class weights.
+
+  Returns:
+    ``(w * nll, w)``, each `[...]` and 0 where not `valid`, with ``w`` the
+    item's class weight (1 without `class_weights`).
+  """
+  safe_labels = jnp.where(valid, labels, 0)
+  # Padding rows may hold garbage (NaN / inf); keep them out of log_softmax.
+  logits = jnp.where(valid[..., None], logits.astype(jnp.float32), 0.0)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[
+      ..., 0
+  ]
+  w = item_weights(labels, valid, class_weights)
+  return w * nll, w
+
+
+def binary_cross_entropy_terms(
+    logits: jax.Array,
+    labels: jax.Array,
+    valid: jax.Array,
+    pos_weight: jax.Array | None = None,
+) -> jax.Array:
+  """Per-element sigmoid cross-entropy, 0 where not `valid`.
+
+  ``l = -[p y log s(x) + (1 - y) log(1 - s(x))]`` (torch
+  ``BCEWithLogitsLoss(pos_weight=p, reduction='none')``).
+
+  Args:
+    logits: `[...]` scores.
+    labels: `[...]` targets in `[0, 1]` (soft targets allowed).
+    valid: bool, broadcastable to `logits`, the elements that count.
+    pos_weight: optional weight of the positive term (broadcastable).
+
+  Returns:
+    `[...]` per-element losses.
+  """
+  valid = jnp.broadcast_to(valid, logits.shape)
+  logits = jnp.where(valid, logits.astype(jnp.float32), 0.0)
+  labels = jnp.where(valid, labels.astype(jnp.float32), 0.0)
+  pos_term = labels * jax.nn.log_sigmoid(logits)
+  if pos_weight is not None:
+    pos_term = jnp.asarray(pos_weight, jnp.float32) * pos_term
+  per_element = -(pos_term + (1.0 - labels) * jax.nn.log_sigmoid(-logits))
+  return jnp.where(valid, per_element, 0.0)
 
 
 def weighted_cross_entropy(
@@ -66,25 +154,18 @@ def weighted_cross_entropy(
   """
   num_classes = logits.shape[-1]
   valid = _valid_items(labels, mask)
-  safe_labels = jnp.where(valid, labels, 0)
-  # Padding rows may hold garbage (NaN / inf); keep them out of log_softmax.
-  logits = jnp.where(valid[..., None], logits, 0.0)
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[
-      ..., 0
-  ]
-  if class_weights is None:
-    item_weights = valid.astype(jnp.float32)
-    smooth = -jnp.sum(log_probs, axis=-1)
-  else:
-    class_weights = jnp.asarray(class_weights, jnp.float32)
-    item_weights = jnp.where(valid, class_weights[safe_labels], 0.0)
-    smooth = -jnp.sum(log_probs * class_weights, axis=-1)
+  terms, item_weights = cross_entropy_terms(
+      logits, labels, valid, class_weights
+  )
   den = jnp.sum(item_weights)
-  loss = _safe_divide(jnp.sum(item_weights * nll), den)
+  loss = safe_divide(jnp.sum(terms), den)
   if label_smoothing:
-    smooth = jnp.where(valid, smooth, 0.0)
-    smooth_loss = _safe_divide(jnp.sum(smooth), den)
+    logits = jnp.where(valid[..., None], logits.astype(jnp.float32), 0.0)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    if class_weights is not None:
+      log_probs = log_probs * jnp.asarray(class_weights, jnp.float32)
+    smooth = jnp.where(valid, -jnp.sum(log_probs, axis=-1), 0.0)
+    smooth_loss = safe_divide(jnp.sum(smooth), den)
     loss = (1.0 - label_smoothing) * loss + (
         label_smoothing / num_classes
     ) * smooth_loss
@@ -141,6 +222,32 @@ def class_weights_from_counts(
   return weights.astype(np.float32)
 
 
+def class_weights_by_task(
+    scheme: str, counts: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+  """Per-task class weights for ``config.class_weighting``.
+
+  Args:
+    scheme: ``none`` (no weights) or ``inverse`` / ``effective`` (see
+      `class_weights_from_counts`).
+    counts: task -> its training-set class counts.
+
+  Returns:
+    task -> float32 `[C]` weights; empty for ``none``.
+  """
+  if scheme == "none":
+    return {}
+  if scheme not in ("inverse", "effective"):
+    raise ValueError(
+        f"config.class_weighting={scheme!r}: expected none, inverse or "
+        "effective"
+    )
+  return {
+      task: class_weights_from_counts(c, scheme=scheme)
+      for task, c in counts.items()
+  }
+
+
 def binary_cross_entropy_with_logits(
     logits: jax.Array,
     labels: jax.Array,
@@ -163,21 +270,11 @@ def binary_cross_entropy_with_logits(
   Returns:
     Scalar mean over valid elements; 0 when none is valid.
   """
-  labels = labels.astype(jnp.float32)
   if mask is None:
     valid = jnp.ones(logits.shape, bool)
   else:
     valid = jnp.broadcast_to(mask, logits.shape)
-  logits = jnp.where(valid, logits.astype(jnp.float32), 0.0)
-  labels = jnp.where(valid, labels, 0.0)
-  log_p = jax.nn.log_sigmoid(logits)
-  log_not_p = jax.nn.log_sigmoid(-logits)
-  if pos_weight is None:
-    pos_term = labels * log_p
-  else:
-    pos_term = jnp.asarray(pos_weight, jnp.float32) * labels * log_p
-  per_element = -(pos_term + (1.0 - labels) * log_not_p)
-  per_element = jnp.where(valid, per_element, 0.0)
-  return _safe_divide(
+  per_element = binary_cross_entropy_terms(logits, labels, valid, pos_weight)
+  return safe_divide(
       jnp.sum(per_element), jnp.sum(valid.astype(jnp.float32))
   )

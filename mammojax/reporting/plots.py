@@ -17,7 +17,6 @@ from matplotlib import lines as mlines
 from matplotlib import patches as mpatches
 import numpy as np
 
-from mammojax.training import metrics
 
 PathLike = str | os.PathLike[str]
 
@@ -93,11 +92,12 @@ def plot_roc_curves(
   ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.6")
   for c, name in enumerate(class_names):
     is_pos = y == c
-    auc = metrics.binary_auc(is_pos, probs[:, c])
-    if auc is None:
+    if is_pos.all() or not is_pos.any():
       ax.plot([], [], color=colors[c], label=f"{name}: n/a")
       continue
     fpr, tpr = roc_curve(is_pos, probs[:, c])
+    # The area of the drawn curve: the mid-rank (Mann-Whitney) AUC.
+    auc = float(np.trapezoid(tpr, fpr))
     ax.plot(fpr, tpr, color=colors[c], lw=1.5, label=f"{name}: {auc:.3f}")
   ax.set(
       xlim=(0, 1),

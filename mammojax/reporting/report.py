@@ -9,6 +9,7 @@
       "node (morphology)": metrics.classification_report(...),
       "graph (distribution)": metrics.classification_report(...),
     },
+    "losses": {"test": {"loss": 1.2, "loss_node": 0.7, ...}},  # optional
     "notes": ["..."],                          # optional
     "<other>": {...},                          # optional extra sections,
   }                                            # rendered as key/value tables
@@ -30,7 +31,7 @@ _SUMMARY_COLUMNS = (
     ("macro_f1", "macro F1"),
     ("macro_specificity", "macro specificity"),
 )
-_RESERVED = ("title", "run", "tasks", "notes")
+_RESERVED = ("title", "run", "tasks", "losses", "notes")
 
 
 def format_value(value: Any) -> str:
@@ -130,6 +131,22 @@ def render_markdown(
     ]
     for name, rep in tasks.items():
       lines += _task_section(name, rep)
+  losses = results.get("losses", {})
+  if losses:
+    terms = sorted({k for v in losses.values() for k in v},
+                   key=lambda k: (k != "loss", k))
+    lines += ["## Losses", ""]
+    lines += _table(
+        ["split", *terms],
+        [[split, *[v.get(k) for k in terms]] for split, v in losses.items()],
+    )
+    lines += [
+        "",
+        "Each term is its mean over the split's items (task heads: "
+        "cross-entropy; other terms as the method defines them); ``loss`` "
+        "is their weighted sum.",
+        "",
+    ]
   if figures:
     lines += ["## Figures", ""]
     for caption, rel in figures.items():

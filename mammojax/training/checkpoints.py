@@ -82,3 +82,36 @@ class Checkpointer:
 def abstract_like(tree: Any) -> Any:
   """Shape/dtype structure of ``tree`` for restoring into it."""
   return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def restore_best_variables(workdir: str, *, config_key: str) -> dict[str, Any]:
+  """``{'params': ..., 'batch_stats': ...}`` of another run's best checkpoint.
+
+  Used to start from, or distil from, an earlier run of the same command
+  (transfer learning, teachers).
+
+  Args:
+    workdir: the earlier run's workdir.
+    config_key: the config key that named ``workdir`` (for the error).
+
+  Raises:
+    FileNotFoundError: naming ``config_key`` when the run has no best
+      checkpoint.
+  """
+  path = os.path.abspath(os.path.join(workdir, "checkpoints", "best"))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(
+        f"{config_key}={workdir!r}: no best checkpoint at {path}; train that "
+        "run first"
+    )
+  with ocp.CheckpointManager(path) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(
+          f"{config_key}={workdir!r}: {path} holds no checkpoint"
+      )
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+    )
+  state = restored.state
+  return {"params": state["params"], **dict(state["model_state"])}

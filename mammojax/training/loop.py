@@ -1,7 +1,9 @@
-"""``train_and_evaluate``: the training loop shared by the graph methods.
+"""``train_and_evaluate``: the training loop shared by every method.
 
 Python control flow (epochs, evaluation, checkpoints, early stopping, logging)
-lives here; the numerics live in the jitted / pmapped steps of ``steps.py``.
+lives here; the numerics live in the jitted / pmapped steps of ``steps.py``;
+what differs between papers comes from the method module of
+``config.method`` (``mammojax.methods``).
 """
 
 import json
@@ -17,15 +19,15 @@ import numpy as np
 import optax
 import tqdm
 
+from mammojax import methods as methods_lib
 from mammojax.objectives import gradnorm as gradnorm_lib
 from mammojax.training import checkpoints as ckpt_lib
-from mammojax.training import methods as methods_lib
 from mammojax.training import metrics as metrics_lib
 from mammojax.training import parallel
 from mammojax.training import state as state_lib
 from mammojax.training import steps as steps_lib
+from mammojax.training import validation
 from mammojax.training import writers
-
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -35,6 +37,12 @@ class NonFiniteLossError(FloatingPointError):
 def create_model(config: ml_collections.ConfigDict, vocabularies) -> Any:
   """The model of ``config.method`` for a dataset's label vocabularies."""
   return methods_lib.get_method(config).create_model(config, vocabularies)
+
+
+def gradnorm_enabled(config: ml_collections.ConfigDict, num_tasks: int) -> bool:
+  """GradNorm balances the tasks: a ``gradnorm`` block, enabled, T > 1."""
+  block = config.get("gradnorm")
+  return bool(block and block.get("enabled", False) and num_tasks > 1)
 
 
 def create_train_state(
@@ -52,11 +60,11 @@ def create_train_state(
   )
   params = variables["params"]
   model_state = {k: v for k, v in variables.items() if k != "params"}
-  tx = state_lib.create_optimizer(config, steps_per_epoch=1)
+  tx = state_lib.create_optimizer(config)
   task_names = tuple(task.task_names)
   num_tasks = len(task_names)
   gradnorm_state = None
-  if config.gradnorm.enabled and num_tasks > 1:
+  if gradnorm_enabled(config, num_tasks):
     initial = None
     if config.gradnorm.initial_loss == "log_num_classes":
       initial = jnp.log(
@@ -70,10 +78,11 @@ def create_train_state(
     gradnorm_state = gradnorm_lib.init_state(
         num_tasks, gradnorm_tx, initial_losses=initial
     )
-  if len(config.task_weights) < num_tasks:
+  task_weights = tuple(config.get("task_weights") or (1.0,) * num_tasks)
+  if len(task_weights) != num_tasks:
     raise ValueError(
-        f"config.task_weights={tuple(config.task_weights)}: expected one "
-        f"weight per task {task_names}"
+        f"config.task_weights={task_weights}: expected one weight per task "
+        f"{task_names}"
     )
   state = state_lib.TrainState.create(
       apply_fn=model.apply,
@@ -81,7 +90,7 @@ def create_train_state(
       tx=tx,
       model_state=model_state,
       gradnorm=gradnorm_state,
-      task_weights=jnp.asarray(config.task_weights[:num_tasks], jnp.float32),
+      task_weights=jnp.asarray(task_weights, jnp.float32),
   )
   # A strongly typed step keeps the step function's signature identical
   # between the first call and later ones (a Python int would retrace once).
@@ -95,11 +104,15 @@ def _to_host(tree):
 def evaluate(
     eval_fn, state, data: Any, split: str, *, num_devices: int,
     tasks: Sequence[str], class_names: dict[str, Sequence[str]],
+    aux_names: Sequence[str] = (), aux_weights: Sequence[float] = (),
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Runs ``split`` through the model; returns metrics and raw outputs.
 
   The task's ``eval_outputs`` give ``{name}_probs``, ``{name}_labels`` and
-  ``{name}_mask`` per task; every real, labelled item counts once.
+  ``{name}_mask`` per task (every real, labelled item counts once) and any
+  other per-item arrays (kept in the raw outputs, not scored). Results hold
+  ``loss_{name}`` per task head and auxiliary term (its mean over the split)
+  and ``loss`` = the task losses plus the weighted auxiliary terms.
   """
   collected: dict[str, list[np.ndarray]] = {}
   loss_sums = 0.0
@@ -118,8 +131,14 @@ def evaluate(
       collected.setdefault(key, []).append(value)
   raw = {k: np.concatenate(v) for k, v in collected.items()}
   results: dict[str, Any] = {}
-  task_losses = np.asarray(loss_sums) / np.maximum(loss_norms, 1e-12)
-  results["loss"] = float(np.sum(task_losses))
+  term_losses = np.asarray(loss_sums) / np.maximum(loss_norms, 1e-12)
+  task_losses = term_losses[: len(tasks)]
+  extra = term_losses[len(tasks):]
+  results["loss"] = float(
+      np.sum(task_losses) + np.sum(np.asarray(aux_weights) * extra)
+  )
+  for i, name in enumerate(aux_names):
+    results[f"loss_{name}"] = float(extra[i])
   aucs = []
   for i, task in enumerate(tasks):
     results[f"loss_{task}"] = float(task_losses[i])
@@ -176,6 +195,7 @@ def train_and_evaluate(
       devices[0].platform,
   )
   method = methods_lib.get_method(config)
+  validation.validate_config(config, method)
   data = method.create_data(
       config, num_devices=num_devices, examples_and_info=examples_and_info
   )
@@ -185,7 +205,10 @@ def train_and_evaluate(
   num_classes = {t: len(v) for t, v in class_names.items()}
   rng = jax.random.key(config.seed)
   init_rng, loop_rng = jax.random.split(rng)
-  gradnorm_tx = optax.adam(config.gradnorm.learning_rate)
+  use_gradnorm = gradnorm_enabled(config, len(task.task_names))
+  gradnorm_tx = (
+      optax.adam(config.gradnorm.learning_rate) if use_gradnorm else None
+  )
   example = next(iter(data.eval_batches("train")))
   state = create_train_state(
       config, model, task, example, init_rng, gradnorm_tx, num_classes
@@ -203,15 +226,24 @@ def train_and_evaluate(
   use_pmap = num_devices > 1
   train_fn, eval_fn = steps_lib.compile_steps(
       task,
-      gradnorm_alpha=config.gradnorm.alpha,
+      gradnorm_alpha=config.gradnorm.alpha if use_gradnorm else 0.0,
       gradnorm_tx=gradnorm_tx,
       num_devices=num_devices,
       devices=devices if use_pmap else None,
   )
   run_state = parallel.replicate(state, devices) if use_pmap else state
   writer = writers.MetricWriter(workdir, enabled=is_main)
+  eval_kwargs = dict(
+      tasks=task.task_names, class_names=class_names,
+      aux_names=steps_lib.aux_names(task),
+      aux_weights=tuple(np.asarray(steps_lib.aux_weights(task)).tolist()),
+  )
   selection = config.selection_metric
-  higher_is_better = not selection.endswith("loss")
+  # Losses (val/loss, val/loss_<term>) are minimised, the rest maximised.
+  metric_name = selection.rsplit("/", 1)[-1]
+  higher_is_better = not (
+      metric_name == "loss" or metric_name.startswith("loss_")
+  )
   timing = {"train_seconds": 0.0, "train_items": 0}
   try:
     for epoch in range(meta["epoch"] + 1, config.num_epochs):
@@ -253,19 +285,26 @@ def train_and_evaluate(
           )
       val, _ = evaluate(
           eval_fn, run_state, data, "val", num_devices=num_devices,
-          tasks=task.task_names, class_names=class_names,
+          **eval_kwargs,
       )
       scalars = _flat_scalars("val", val)
       scalars["epoch"] = epoch
       scalars["train/epoch_loss"] = float(losses.mean())
       writer.write_scalars(step, scalars)
-      metric = scalars.get(selection)
-      if metric is None or not np.isfinite(metric):
-        metric = -val["loss"] if higher_is_better else val["loss"]
-      improved = meta["best_metric"] is None or (
-          metric > meta["best_metric"]
-          if higher_is_better
-          else metric < meta["best_metric"]
+      if selection not in scalars:
+        raise ValueError(
+            f"config.selection_metric={selection!r}: not among the "
+            f"validation metrics {sorted(k for k in scalars if k != 'epoch')}"
+        )
+      metric = scalars[selection]
+      # A NaN epoch (e.g. an AUC of a split with one class) never counts as
+      # an improvement: the best checkpoint stays the last finite one.
+      improved = bool(np.isfinite(metric)) and (
+          meta["best_metric"] is None or (
+              metric > meta["best_metric"]
+              if higher_is_better
+              else metric < meta["best_metric"]
+          )
       )
       meta["epoch"] = epoch
       if improved:
@@ -275,7 +314,7 @@ def train_and_evaluate(
         meta["bad_epochs"] += 1
       checkpointer.save_latest(step, host_state, dict(meta))
       logging.info(
-          "epoch %d step %d loss %.4f val %s %.4f (best %.4f @ %d)",
+          "epoch %d step %d loss %.4f val %s %.4f (best %s @ %d)",
           epoch, step, losses.mean(), selection, metric,
           meta["best_metric"], meta["best_epoch"],
       )
@@ -286,6 +325,10 @@ def train_and_evaluate(
     checkpointer.wait_until_finished()
     host_state = parallel.unreplicate(run_state) if use_pmap else run_state
     best = checkpointer.restore_best(ckpt_lib.abstract_like(host_state))
+    if best is None:
+      logging.warning(
+          "no epoch had a finite %s: evaluating the last state", selection
+      )
     final_state = best[0] if best is not None else host_state
     eval_state = (
         parallel.replicate(final_state, devices) if use_pmap else final_state
@@ -296,7 +339,7 @@ def train_and_evaluate(
       if len(data.splits[split]):
         results[split], raw_outputs[split] = evaluate(
             eval_fn, eval_state, data, split, num_devices=num_devices,
-            tasks=task.task_names, class_names=class_names,
+            **eval_kwargs,
         )
     results["splits"] = {k: len(v) for k, v in data.splits.items()}
     results["build_report"] = data.info.get("build_report", {})

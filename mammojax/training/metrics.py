@@ -2,9 +2,10 @@
 
 MT-GCN reports multi-class AUC both one-vs-one (Hand & Till 2001, the paper's
 citation) and one-vs-rest (the authors' code), per-class AUC, macro
-specificity and confusion matrices (SPEC §0). Everything here is plain numpy
+specificity and confusion matrices. Everything here is plain numpy
 on gathered predictions; AUCs use mid-ranks (ties count one half), so they
-equal scikit-learn's ``roc_auc_score`` to rounding (SPEC §5).
+equal scikit-learn's ``roc_auc_score`` (``multi_class="ovo"`` / ``"ovr"``)
+to rounding.
 
 Classes absent from a split (no sample of that class in ``y_true``):
 

@@ -43,11 +43,6 @@ def local_devices(num_devices: int) -> list[Any]:
   return devices[: num_devices or len(devices)]
 
 
-def stack_batches(batches: Sequence[Any]) -> Any:
-  """Stacks per-device host batches on a new leading axis."""
-  return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
-
-
 def replicate(tree: Any, devices: Sequence[Any]) -> Any:
   """One copy of ``tree`` per device on a new leading axis (pmap input).
 

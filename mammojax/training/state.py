@@ -14,7 +14,8 @@ class TrainState(train_state.TrainState):
   Attributes:
     model_state: non-parameter collections (e.g. ``batch_stats``).
     gradnorm: a ``GradNormState`` when GradNorm balances the tasks, else None.
-    task_weights: static task weights ``[T]`` used when GradNorm is off.
+    task_weights: static task weights ``[T]`` used when GradNorm is off
+      (``config.task_weights``, default 1 each).
   """
 
   model_state: flax.core.FrozenDict[str, Any] | dict[str, Any]
@@ -23,10 +24,10 @@ class TrainState(train_state.TrainState):
 
 
 def create_optimizer(
-    config: ml_collections.ConfigDict, steps_per_epoch: int
+    config: ml_collections.ConfigDict,
 ) -> optax.GradientTransformation:
-  """Builds the network optimiser from ``config.optimizer`` and friends."""
-  del steps_per_epoch  # Constant learning rate, as in the papers.
+  """The network optimiser of ``config.optimizer`` (constant learning rate,
+  as in the papers), with ``weight_decay`` and ``grad_clip_norm``."""
   name = config.optimizer
   if name == "adam":
     tx = optax.adam(config.learning_rate)

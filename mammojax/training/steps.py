@@ -1,10 +1,18 @@
 """Pure train and eval steps shared by every method.
 
-A method plugs in through a ``Task`` (see ``mammojax/training/tasks.py``): it
-says how to turn a batch into per-task loss *sums* and *normalisers*. Losses
-are normalised by the global (all-device) normaliser, so the gradient that the
-``psum`` over devices produces is exactly the gradient of the global mean
-loss, and N devices reproduce one device on the same global batch.
+A method plugs in through a ``Task`` (the ``create_task`` hook of its
+``mammojax.methods`` module): it says how to turn a batch into loss *sums* and
+*normalisers*, one per task head (``task_names``: classification heads,
+evaluated with the shared metrics) and one per auxiliary term (``aux_names``:
+reconstruction, graph regulariser, attribute loss, ...; weighted by
+``aux_weights``, logged and evaluated as losses). Losses are normalised by the
+global (all-device) normaliser, so the gradient that the ``psum`` over devices
+produces is exactly the gradient of the global mean loss, and N devices
+reproduce one device on the same global batch.
+
+The objective is ``sum_i w_i L_i + sum_a c_a A_a``: ``w`` are GradNorm's
+task weights (or the static ``state.task_weights``), ``c`` the static
+``aux_weights``. GradNorm balances the task heads only.
 
 With ``axis_name=None`` the steps are plain ``jax.jit`` functions; with an axis
 name they are meant for ``jax.pmap``.
@@ -22,23 +30,50 @@ from mammojax.training.state import TrainState
 
 
 class Task(Protocol):
-  """What the steps need from a method."""
+  """What the steps need from a method.
+
+  Optional attributes: ``aux_names`` (default ``()``) and ``aux_weights``
+  (default 1 each); ``gradnorm_layer`` is needed only with GradNorm.
+  """
 
   task_names: tuple[str, ...]
 
   def normalisers(self, batch: Any) -> jax.Array:
-    """Per-task loss normalisers ``[T]`` (e.g. weighted label counts)."""
+    """Loss normalisers ``[T + A]`` (e.g. weighted label counts)."""
 
   def loss_sums(
       self, params, model_state, batch, rng, *, train: bool
   ) -> tuple[jax.Array, tuple[Any, Any]]:
-    """Per-task loss sums ``[T]`` and ``(new_model_state, outputs)``."""
+    """Loss sums ``[T + A]`` and ``(new_model_state, outputs)``."""
 
   def gradnorm_layer(self, params) -> Any:
     """The shared weights W on which GradNorm measures gradient norms."""
 
   def eval_outputs(self, outputs: Any, batch: Any) -> dict[str, jax.Array]:
-    """Arrays gathered on the host for evaluation (probs, labels, masks)."""
+    """Arrays gathered on the host for evaluation (probs, labels, masks, or
+    anything else with a leading item axis)."""
+
+
+def aux_names(task: Task) -> tuple[str, ...]:
+  """The task's auxiliary loss terms (none by default)."""
+  return tuple(getattr(task, "aux_names", ()))
+
+
+def aux_weights(task: Task) -> jax.Array:
+  """Static weights ``[A]`` of the auxiliary terms (1 by default)."""
+  names = aux_names(task)
+  weights = tuple(getattr(task, "aux_weights", (1.0,) * len(names)))
+  if len(weights) != len(names):
+    raise ValueError(
+        f"task.aux_weights={weights}: expected one weight per auxiliary "
+        f"term {names}"
+    )
+  return jnp.asarray(weights, jnp.float32)
+
+
+def term_names(task: Task) -> tuple[str, ...]:
+  """Every loss term: the task heads, then the auxiliary terms."""
+  return tuple(task.task_names) + aux_names(task)
 
 
 def _psum(x, axis_name):
@@ -86,27 +121,32 @@ def train_step(
     )
     return sums / normalisers, aux
 
+  num_tasks = len(task.task_names)
+  extra = aux_weights(task)
   metrics = {}
   if state.gradnorm is not None:
     value_and_grads = gradnorm_lib.multitask_value_and_grad(
-        local_task_losses, task.gradnorm_layer, has_aux=True
+        local_task_losses, task.gradnorm_layer, has_aux=True,
+        num_balanced=num_tasks,
     )
     weights = state.gradnorm.weights
-    task_losses, aux, grads, layer_grads = value_and_grads(
-        state.params, weights
+    losses, aux, grads, layer_grads = value_and_grads(
+        state.params, jnp.concatenate([weights, extra])
     )
     layer_grads = _psum(layer_grads, axis_name)
   else:
     weights = state.task_weights
+    all_weights = jnp.concatenate([weights, extra])
 
     def weighted(params):
       losses, aux = local_task_losses(params)
-      return jnp.sum(weights * losses), (losses, aux)
+      return jnp.sum(all_weights * losses), (losses, aux)
 
-    (_, (task_losses, aux)), grads = jax.value_and_grad(
+    (_, (losses, aux)), grads = jax.value_and_grad(
         weighted, has_aux=True
     )(state.params)
-  task_losses = _psum(task_losses, axis_name)
+  losses = _psum(losses, axis_name)
+  task_losses = losses[:num_tasks]
   grads = _psum(grads, axis_name)
   new_model_state, _ = aux
   new_model_state = _pmean(new_model_state, axis_name)
@@ -129,7 +169,11 @@ def train_step(
   for i, name in enumerate(task.task_names):
     metrics[f"loss_{name}"] = task_losses[i]
     metrics[f"weight_{name}"] = weights[i]
-  metrics["loss"] = jnp.sum(weights * task_losses)
+  for i, name in enumerate(aux_names(task)):
+    metrics[f"loss_{name}"] = losses[num_tasks + i]
+  metrics["loss"] = jnp.sum(weights * task_losses) + jnp.sum(
+      extra * losses[num_tasks:]
+  )
   metrics["grad_norm"] = optax.global_norm(grads)
   return new_state, metrics
 
@@ -156,37 +200,22 @@ def compile_steps(
     devices: Optional[list[Any]] = None,
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
   """Returns ``(train_step, eval_step)`` jitted (1 device) or pmapped."""
-  if num_devices == 1 and devices is None:
-    train = jax.jit(
-        functools.partial(
-            train_step,
-            task=task,
-            gradnorm_alpha=gradnorm_alpha,
-            gradnorm_tx=gradnorm_tx,
-            axis_name=None,
-        ),
-        donate_argnums=(0,),
-    )
-    evaluate = jax.jit(functools.partial(eval_step, task=task))
-    return train, evaluate
+  pmapped = not (num_devices == 1 and devices is None)
   from mammojax.training.parallel import AXIS_NAME  # pylint: disable=g-import-not-at-top
 
+  train = functools.partial(
+      train_step,
+      task=task,
+      gradnorm_alpha=gradnorm_alpha,
+      gradnorm_tx=gradnorm_tx,
+      axis_name=AXIS_NAME if pmapped else None,
+  )
+  evaluate = functools.partial(eval_step, task=task)
+  if not pmapped:
+    return jax.jit(train, donate_argnums=(0,)), jax.jit(evaluate)
   train = jax.pmap(
-      functools.partial(
-          train_step,
-          task=task,
-          gradnorm_alpha=gradnorm_alpha,
-          gradnorm_tx=gradnorm_tx,
-          axis_name=AXIS_NAME,
-      ),
-      axis_name=AXIS_NAME,
-      in_axes=(0, 0, None),
-      donate_argnums=(0,),
+      train, axis_name=AXIS_NAME, in_axes=(0, 0, None), donate_argnums=(0,),
       devices=devices,
   )
-  evaluate = jax.pmap(
-      functools.partial(eval_step, task=task),
-      axis_name=AXIS_NAME,
-      devices=devices,
-  )
+  evaluate = jax.pmap(evaluate, axis_name=AXIS_NAME, devices=devices)
   return train, evaluate

@@ -77,7 +77,7 @@ def voi_lut_item(
 
 
 class WindowingParityTest(parameterized.TestCase):
-  """The numpy VOI math equals pydicom 3.0.2 (SPEC section 7.1)."""
+  """The numpy VOI math equals pydicom 3.0.2's apply_voi_lut / windowing."""
 
   @parameterized.parameters(
       ("LINEAR", 2300, 3074.3),

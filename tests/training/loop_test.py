@@ -9,10 +9,10 @@ import jax
 import numpy as np
 
 from configs import mtgcn
-from mammojax.data import pipeline
+from mammojax.data import graph_data
+from mammojax.methods import mtgcn as mtgcn_method
 from mammojax.training import checkpoints as ckpt_lib
 from mammojax.training import loop
-from mammojax.training import mtgcn_task
 from mammojax.training import steps as steps_lib
 from tests.training import fake_data
 
@@ -42,11 +42,11 @@ class LoopTest(absltest.TestCase):
 
   def test_one_compile_per_budget_and_finite_step(self):
     config = _config()
-    data = pipeline.create_graph_data(
+    data = graph_data.create_graph_data(
         config, examples_and_info=fake_data.make_examples(24)
     )
     model = loop.create_model(config, data.vocabularies)
-    task = mtgcn_task.MTGCNTask(
+    task = mtgcn_method.MTGCNTask(
         model, tasks=config.tasks, graph_types=config.graph.types
     )
     import optax  # pylint: disable=g-import-not-at-top
@@ -183,6 +183,47 @@ class LoopTest(absltest.TestCase):
     self.assertIn("| distribution (graph task), test |", report)
     self.assertIn("figures/gradnorm_weights.png", report)
     self.assertGreaterEqual(results["timing"]["train_items"], 1)
+
+
+class AuxiliaryTermTest(absltest.TestCase):
+
+  def test_auxiliary_term_is_weighted_logged_evaluated_and_reported(self):
+    from unittest import mock  # pylint: disable=g-import-not-at-top
+    from mammojax import methods  # pylint: disable=g-import-not-at-top
+    from tests.training import toy_method  # pylint: disable=g-import-not-at-top
+
+    workdir = pathlib.Path(self.create_tempdir().full_path)
+    config = toy_method.get_config()
+    with mock.patch.dict(methods.METHODS,
+                         {"toy": "tests.training.toy_method"}):
+      results = loop.train_and_evaluate(config, str(workdir))
+    records = [r for r in _jsonl(workdir / "metrics.jsonl")
+               if "train/loss_rec" in r]
+    self.assertLen(records, 12)  # 3 epochs x 4 steps, log_every_steps=1.
+    for r in records:
+      np.testing.assert_allclose(
+          r["train/loss"],
+          r["train/loss_label"] + 0.5 * r["train/loss_rec"], rtol=1e-5,
+      )
+    first, last = records[0]["train/loss_rec"], records[-1]["train/loss_rec"]
+    self.assertLess(last, first)  # The decoder learns.
+    for split in ("val", "test"):
+      rep = results[split]
+      self.assertIn("loss_rec", rep)
+      np.testing.assert_allclose(
+          rep["loss"], rep["loss_label"] + 0.5 * rep["loss_rec"], rtol=1e-6
+      )
+      self.assertEqual(rep["label"]["num_samples"], 8)
+    # Selected by the auxiliary term: the best epoch has the lowest val rec.
+    val = [r for r in _jsonl(workdir / "metrics.jsonl") if "val/loss_rec" in r]
+    best = int(np.argmin([r["val/loss_rec"] for r in val]))
+    self.assertEqual(results["meta"]["best_epoch"], best)
+    self.assertEqual(
+        np.load(workdir / "reconstruction_test.npy").shape, (8, 6)
+    )
+    report = (workdir / "report.md").read_text()
+    self.assertIn("## Losses", report)
+    self.assertIn("loss_rec", report)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class AucTest(absltest.TestCase):
     y = rng.integers(0, 3, 80)  # class 3 of 4 absent
     p = rng.dirichlet(np.ones(4), 80)
     labels = [0, 1, 2, 3]
-    # sklearn ovo with labels= averages over present pairs (SPEC §5).
+    # sklearn ovo with labels= averages over present pairs (Hand & Till M).
     self.assertAlmostEqual(
         metrics.hand_till_auc(y, p),
         skm.roc_auc_score(y, p, multi_class="ovo", labels=labels),

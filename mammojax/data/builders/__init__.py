@@ -1,7 +1,10 @@
 """TFDS builders (array_record, read with ``tfds.data_source``).
 
 ``BUILDER_MODULES`` maps each dataset name usable as ``config.dataset.name``
-to the module that defines (and, on import, registers) its builder.
+to the module that defines (and, on import, registers) its builder. What the
+builders share is in ``base`` (manual_dir, DICOM reading, build machinery),
+``whole_image`` and ``graph_examples`` (the two feature sets); no builder
+imports another.
 """
 
 BUILDER_MODULES = {

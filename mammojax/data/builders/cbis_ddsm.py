@@ -10,7 +10,7 @@ about the patients that occur in both the calc and the mass files, since
 pooling calc and mass splits would leak them.
 
 ``cbis_ddsm_calcifications`` (MT-GCN): exactly the features of the
-synthetic calcification-graph builder (``calcification_graphs._features``),
+synthetic calcification-graph builder (``graph_examples.features``),
 one example per calc abnormality, built through the same
 ``examples_from_image`` as the synthetic and DICOM-folder graphs:
 
@@ -81,9 +81,11 @@ from mammojax.data import breast_region
 from mammojax.data import calcification_detector
 from mammojax.data import calcifications
 from mammojax.data import dicom
+from mammojax.data import resample
 from mammojax.data import vocab as vocab_lib
-from mammojax.data.builders import calcification_graphs
-from mammojax.data.builders import dicom_folder_images as shared
+from mammojax.data.builders import base
+from mammojax.data.builders import graph_examples
+from mammojax.data.builders import whole_image
 from mammojax.data.sources import cbis_ddsm as source
 from mammojax.data.sources import common
 
@@ -153,7 +155,7 @@ def _int(value: Any) -> int:
 
 
 @dataclasses.dataclass
-class CbisCalcConfig(calcification_graphs.CalcGraphConfig):
+class CbisCalcConfig(graph_examples.CalcGraphConfig):
   """Options of ``cbis_ddsm_calcifications`` (part of the cache key).
 
   Attributes:
@@ -228,23 +230,23 @@ def locate_calcifications(
   ), how
 
 
-def calc_graph_examples(payload) -> shared.ItemResult:
+def calc_graph_examples(payload) -> base.ItemResult:
   """One calc abnormality -> its graph example (or a reported skip)."""
   record, vocabularies, config = payload
   item = record.example_id
-  result = shared.ItemResult()
+  result = base.ItemResult()
   if record.roi_mask_path is None:
     result.skipped.append(
         (item, "no ROI mask found (calcifications cannot be located)"))
     return result
   try:
-    ds = shared.read_dataset(
+    ds = base.read_dataset(
         record.image_path, downsample=config.downsample,
         laterality=record.annotation["laterality"],
     )
     stored = dicom.load_dicom(ds, orient=False, crop=False)
-    mask = shared.read_mask(record.roi_mask_path, stored.image.shape,
-                            config.downsample)
+    mask = base.read_mask(record.roi_mask_path, stored.image.shape,
+                          config.downsample)
   except dicom.DicomError as e:
     result.skipped.append((item, f"unreadable DICOM ({e.reason})"))
     return result
@@ -281,7 +283,7 @@ def calc_graph_examples(payload) -> shared.ItemResult:
       "calcification_ids": list(range(len(keep))),
   }]
   try:
-    examples, skipped = calcification_graphs.examples_from_image(
+    examples, skipped = graph_examples.examples_from_image(
         ds, annotation, vocabularies, config, where=item
     )
   except dicom.DicomError as e:
@@ -334,7 +336,7 @@ class CbisDdsmCalcifications(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=calcification_graphs._features(self.builder_config),  # pylint: disable=protected-access
+        features=graph_examples.features(self.builder_config),
         metadata=tfds.core.MetadataDict(vocabularies=self._vocabularies()),
     )
 
@@ -351,19 +353,19 @@ class CbisDdsmCalcifications(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     config = self.builder_config
     records, report, _ = parse(
-        shared.manual_dir(dl_manager), "calcification",
+        base.manual_dir(dl_manager), "calcification",
         multi_label=config.multi_label, out_of_vocab=config.out_of_vocab,
         verify_mask_pixels=config.verify_mask_pixels,
     )
     vocabularies = self._vocabularies()
     items = [
-        shared.PlannedItem(r.split or shared.FULL_SPLIT, r.example_id,
-                           r.patient_id, (r, vocabularies, config))
+        base.PlannedItem(r.split or base.FULL_SPLIT, r.example_id,
+                         r.patient_id, (r, vocabularies, config))
         for r in records
     ]
-    build = shared.LazyBuild(self, report, vocabularies)
+    build = base.LazyBuild(self, report, vocabularies)
     return build.splits(items, calc_graph_examples,
-                        shared.pool_mapper(config.workers))
+                        base.pool_mapper(config.workers))
 
   def _generate_examples(self, examples):
     yield from examples
@@ -375,7 +377,7 @@ class CbisDdsmCalcifications(tfds.core.GeneratorBasedBuilder):
 
 
 @dataclasses.dataclass
-class CbisMassConfig(shared.WholeImageConfig):
+class CbisMassConfig(whole_image.WholeImageConfig):
   """Options of ``cbis_ddsm_masses`` (part of the cache key).
 
   Attributes:
@@ -394,7 +396,7 @@ class CbisMassConfig(shared.WholeImageConfig):
 
 def _mass_vocabularies() -> dict[str, list[str]]:
   cbis = vocab_lib.VOCABULARIES["cbis_ddsm"]
-  out = shared.whole_image_vocabularies()
+  out = whole_image.whole_image_vocabularies()
   out.update(
       mass_shape=list(cbis["mass_shape"]),
       mass_margin=list(cbis["mass_margin"]),
@@ -406,7 +408,7 @@ def _mass_vocabularies() -> dict[str, list[str]]:
 
 def _mass_features(config: CbisMassConfig) -> tfds.features.FeaturesDict:
   c = config.crop_size
-  return shared.whole_image_features(config, {
+  return whole_image.whole_image_features(config, {
       "roi_mask": tfds.features.Tensor(
           shape=tuple(config.image_size), dtype=np.uint8, encoding="zlib"),
       "has_roi_mask": tfds.features.Scalar(dtype=np.int64),
@@ -439,18 +441,18 @@ def _box_crop(
   h, w = image.shape
   sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
   canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
-  crop = shared.fit_image(canvas, (size, size))
-  return shared.to_uint8(crop), np.array([x0, y0, x1, y1], np.float32)
+  crop = resample.fit_image(canvas, (size, size))
+  return base.to_uint8(crop), np.array([x0, y0, x1, y1], np.float32)
 
 
-def mass_examples(payload) -> shared.ItemResult:
+def mass_examples(payload) -> base.ItemResult:
   """The mass abnormalities of one full image -> their examples."""
   records, calc_views, vocabularies, config = payload
   first = records[0]
-  result = shared.ItemResult()
+  result = base.ItemResult()
   try:
-    ds, view = shared.load_view(first.image_path, config,
-                                laterality=first.annotation["laterality"])
+    ds, view = whole_image.load_view(
+        first.image_path, config, laterality=first.annotation["laterality"])
     full = dicom.load_dicom(ds, orient=True, crop=False)
   except dicom.DicomError as e:
     for record in records:
@@ -469,14 +471,15 @@ def mass_examples(payload) -> shared.ItemResult:
     try:
       mask = None
       if record.roi_mask_path is not None:
-        mask = shared.read_mask(record.roi_mask_path, full.stored_shape,
-                                config.downsample)
+        mask = base.read_mask(record.roi_mask_path, full.stored_shape,
+                              config.downsample)
         if not mask.any():
           result.counts["masses: empty ROI mask"] = 1
           mask = None
       if mask is not None:
         has_mask = 1
-        roi_mask = shared.to_uint8(shared.map_to_view(mask, view, size) > 0.5)
+        roi_mask = base.to_uint8(
+            whole_image.map_to_view(mask, view, size) > 0.5)
         oriented = mask[:, ::-1] if full.flipped else mask
         crop, box = _box_crop(full.image, oriented, config.crop_margin,
                               config.crop_size)
@@ -488,8 +491,8 @@ def mass_examples(payload) -> shared.ItemResult:
                                    allow_non_mg=True).image
         if record.annotation["laterality"] == "R":
           cropped = cropped[:, ::-1]
-        crop = shared.to_uint8(
-            shared.fit_image(cropped, (config.crop_size,) * 2))
+        crop = base.to_uint8(
+            resample.fit_image(cropped, (config.crop_size,) * 2))
         result.counts["masses: crop from the cropped-image file"] = (
             result.counts.get("masses: crop from the cropped-image file", 0)
             + 1)
@@ -503,7 +506,7 @@ def mass_examples(payload) -> shared.ItemResult:
       continue
     pathology = labels["pathology"]
     density = labels.get("density")
-    ex = shared.whole_image_example(
+    ex = whole_image.whole_image_example(
         view,
         example_id=record.example_id,
         patient_id=record.patient_id,
@@ -571,7 +574,7 @@ class CbisDdsmMasses(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     config = self.builder_config
     records, report, all_rows = parse(
-        shared.manual_dir(dl_manager), "mass",
+        base.manual_dir(dl_manager), "mass",
         multi_label=config.multi_label, out_of_vocab=config.out_of_vocab,
         verify_mask_pixels=config.verify_mask_pixels,
     )
@@ -580,15 +583,15 @@ class CbisDdsmMasses(tfds.core.GeneratorBasedBuilder):
     vocabularies = _mass_vocabularies()
     by_image: dict[tuple[str, pathlib.Path], list[common.SourceRecord]] = {}
     for r in records:
-      by_image.setdefault((r.split or shared.FULL_SPLIT, r.image_path),
+      by_image.setdefault((r.split or base.FULL_SPLIT, r.image_path),
                           []).append(r)
     items = [
-        shared.PlannedItem(split, rs[0].example_id, rs[0].patient_id,
-                           (rs, calc_views, vocabularies, config))
+        base.PlannedItem(split, rs[0].example_id, rs[0].patient_id,
+                         (rs, calc_views, vocabularies, config))
         for (split, _), rs in sorted(by_image.items(),
                                      key=lambda kv: kv[1][0].example_id)
     ]
-    build = shared.LazyBuild(self, report, vocabularies)
+    build = base.LazyBuild(self, report, vocabularies)
     return build.splits(items, mass_examples)
 
   def _generate_examples(self, examples):

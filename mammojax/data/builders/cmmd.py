@@ -27,7 +27,8 @@ from __future__ import annotations
 import tensorflow_datasets as tfds
 
 from mammojax.data import dicom
-from mammojax.data.builders import dicom_folder_images as shared
+from mammojax.data.builders import base
+from mammojax.data.builders import whole_image
 from mammojax.data.sources import cmmd as cmmd_source
 
 ABNORMALITY_FLAGS = {
@@ -40,26 +41,26 @@ ABNORMALITY_FLAGS = {
 def labels_of(record) -> dict[str, int]:
   """Whole-image label indices of one CMMD record."""
   calc, mass = ABNORMALITY_FLAGS[record.labels["abnormality"]]
-  subtype = shared.subtype_index(record.labels.get("subtype"))
+  subtype = whole_image.subtype_index(record.labels.get("subtype"))
   return {
       "calcification": calc,
       "mass": mass,
       "malignant": int(record.labels["pathology"] == "malignant"),
       "subtype": subtype,
-      "luminal": shared.luminal_from_subtype(subtype),
+      "luminal": whole_image.luminal_from_subtype(subtype),
   }
 
 
-def _process(payload) -> shared.ItemResult:
+def _process(payload) -> base.ItemResult:
   """One CMMD record -> its whole-image example."""
   record, config = payload
   try:
-    _, view = shared.load_view(record.image_path, config)
+    _, view = whole_image.load_view(record.image_path, config)
   except dicom.DicomError as e:
-    return shared.ItemResult(
+    return base.ItemResult(
         skipped=[(str(record.image_path), f"unreadable DICOM ({e.reason})")]
     )
-  ex = shared.whole_image_example(
+  ex = whole_image.whole_image_example(
       view,
       example_id=record.example_id,
       patient_id=record.patient_id,
@@ -67,9 +68,10 @@ def _process(payload) -> shared.ItemResult:
       view_name=record.labels.get("view"),
       labels=labels_of(record),
   )
-  summary = shared.label_summary(ex, shared.whole_image_vocabularies())
+  summary = whole_image.label_summary(ex,
+                                      whole_image.whole_image_vocabularies())
   summary["abnormality"] = record.labels["abnormality"]
-  return shared.ItemResult(examples=[(record.example_id, ex, summary)])
+  return base.ItemResult(examples=[(record.example_id, ex, summary)])
 
 
 class Cmmd(tfds.core.GeneratorBasedBuilder):
@@ -77,7 +79,7 @@ class Cmmd(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = shared.WHOLE_IMAGE_CONFIGS
+  BUILDER_CONFIGS = whole_image.WHOLE_IMAGE_CONFIGS
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Point manual_dir at the CMMD download: CMMD_clinicaldata_revision.csv "
       "(or .xlsx), the NBIA manifest metadata.csv and its "
@@ -85,23 +87,16 @@ class Cmmd(tfds.core.GeneratorBasedBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=shared.whole_image_features(self.builder_config),
-        metadata=tfds.core.MetadataDict(
-            vocabularies=shared.whole_image_vocabularies()
-        ),
-    )
+    return whole_image.dataset_info(self, __doc__)
 
   def _split_generators(self, dl_manager):
-    records, report = cmmd_source.parse_cmmd(shared.manual_dir(dl_manager))
+    records, report = cmmd_source.parse_cmmd(base.manual_dir(dl_manager))
     items = [
-        shared.PlannedItem(shared.FULL_SPLIT, r.example_id, r.patient_id,
-                           (r, self.builder_config))
+        base.PlannedItem(base.FULL_SPLIT, r.example_id, r.patient_id,
+                         (r, self.builder_config))
         for r in records
     ]
-    build = shared.LazyBuild(self, report, shared.whole_image_vocabularies())
+    build = base.LazyBuild(self, report, whole_image.whole_image_vocabularies())
     return build.splits(items, _process)
 
   def _generate_examples(self, examples):

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mammojax.data import resample
-from mammojax.data.builders import dicom_folder_images as shared
+from mammojax.data.builders import base
 from mammojax.data.sources import databiox as source
 
 GRADES = ("grade_1", "grade_2", "grade_3")
@@ -67,12 +67,12 @@ def load_rgb(path, size: tuple[int, int]) -> np.ndarray:
   return np.clip(np.round(np.stack(channels, -1)), 0, 255).astype(np.uint8)
 
 
-def _process(payload) -> shared.ItemResult:
+def _process(payload) -> base.ItemResult:
   record, config = payload
   try:
     image = load_rgb(record.image_path, tuple(config.image_size))
   except OSError as e:
-    return shared.ItemResult(
+    return base.ItemResult(
         skipped=[(str(record.image_path), f"unreadable image ({e})")])
   grade = int(record.labels["grade"])
   ex = {
@@ -82,7 +82,7 @@ def _process(payload) -> shared.ItemResult:
       "grade": grade - 1,
       "magnification": record.labels["magnification"],
   }
-  return shared.ItemResult(examples=[(record.example_id, ex, {
+  return base.ItemResult(examples=[(record.example_id, ex, {
       "grade": GRADES[grade - 1],
       "magnification": record.labels["magnification"],
   })])
@@ -132,12 +132,12 @@ class Databiox(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     config = self.builder_config
     records, report = source.parse_databiox(
-        shared.manual_dir(dl_manager),
+        base.manual_dir(dl_manager),
         magnifications=config.magnifications or None,
     )
-    items = [shared.PlannedItem(shared.FULL_SPLIT, r.example_id,
-                                r.patient_id, (r, config)) for r in records]
-    build = shared.LazyBuild(self, report, self._vocabularies())
+    items = [base.PlannedItem(base.FULL_SPLIT, r.example_id,
+                              r.patient_id, (r, config)) for r in records]
+    build = base.LazyBuild(self, report, self._vocabularies())
     return build.splits(items, _process)
 
   def _generate_examples(self, examples):

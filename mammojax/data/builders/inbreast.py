@@ -33,13 +33,13 @@ import tensorflow_datasets as tfds
 
 from mammojax.data import dicom
 from mammojax.data import vocab as vocab_lib
-from mammojax.data.builders import calcification_graphs
-from mammojax.data.builders import dicom_folder_images as shared
+from mammojax.data.builders import base
+from mammojax.data.builders import graph_examples
 from mammojax.data.sources import inbreast as source
 
 
 @dataclasses.dataclass
-class InbreastConfig(calcification_graphs.CalcGraphConfig):
+class InbreastConfig(graph_examples.CalcGraphConfig):
   """Options of ``inbreast_calcifications`` (part of the cache key).
 
   Attributes:
@@ -64,14 +64,14 @@ def _scale(entry: dict, factor: int) -> None:
     entry["contour_xy"] = [f(p) for p in entry["contour_xy"]]
 
 
-def cluster_examples(payload) -> shared.ItemResult:
+def cluster_examples(payload) -> base.ItemResult:
   """One annotated INbreast image -> one example per cluster."""
   record, vocabularies, config = payload
-  result = shared.ItemResult()
+  result = base.ItemResult()
   annotation = copy.deepcopy(record.annotation)
   try:
-    ds = shared.read_dataset(record.image_path, downsample=config.downsample,
-                             laterality=annotation["laterality"])
+    ds = base.read_dataset(record.image_path, downsample=config.downsample,
+                           laterality=annotation["laterality"])
   except dicom.DicomError as e:
     result.skipped.append((record.example_id, f"unreadable DICOM ({e.reason})"))
     return result
@@ -82,7 +82,7 @@ def cluster_examples(payload) -> shared.ItemResult:
         _scale(entry, config.downsample)
     result.counts["images downsampled"] = 1
   try:
-    examples, skipped = calcification_graphs.examples_from_image(
+    examples, skipped = graph_examples.examples_from_image(
         ds, annotation, vocabularies, config, where=record.example_id
     )
   except dicom.DicomError as e:
@@ -134,7 +134,7 @@ class InbreastCalcifications(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=calcification_graphs._features(self.builder_config),  # pylint: disable=protected-access
+        features=graph_examples.features(self.builder_config),
         metadata=tfds.core.MetadataDict(vocabularies=self._vocabularies()),
     )
 
@@ -153,7 +153,7 @@ class InbreastCalcifications(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     config = self.builder_config
     records, report = source.parse_inbreast(
-        shared.manual_dir(dl_manager),
+        base.manual_dir(dl_manager),
         pathology_map=dict(config.pathology_map) or None,
     )
     vocabularies = self._vocabularies()
@@ -165,11 +165,11 @@ class InbreastCalcifications(tfds.core.GeneratorBasedBuilder):
       if not r.annotation.get("calcifications"):
         report.skip(r.example_id, "image without calcifications")
         continue
-      items.append(shared.PlannedItem(shared.FULL_SPLIT, r.example_id,
-                                      r.patient_id, (r, vocabularies, config)))
-    build = shared.LazyBuild(self, report, vocabularies)
+      items.append(base.PlannedItem(base.FULL_SPLIT, r.example_id,
+                                    r.patient_id, (r, vocabularies, config)))
+    build = base.LazyBuild(self, report, vocabularies)
     return build.splits(items, cluster_examples,
-                        shared.pool_mapper(config.workers))
+                        base.pool_mapper(config.workers))
 
   def _generate_examples(self, examples):
     yield from examples

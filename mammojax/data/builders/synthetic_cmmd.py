@@ -58,11 +58,11 @@ import tqdm
 
 from mammojax.data import dicom
 from mammojax.data import synthetic
-from mammojax.data.builders import dicom_folder_images as shared
+from mammojax.data.builders import base
+from mammojax.data.builders import whole_image
 
-FULL_SPLIT = "full"
 ABNORMALITIES = ("calcification", "mass", "both")
-SUBTYPES = tuple(shared.SUBTYPES)
+SUBTYPES = tuple(whole_image.SUBTYPES)
 _CATEGORY_STREAM = 0x636D6D64  # "cmmd": the per-patient abnormality draw.
 
 
@@ -169,12 +169,12 @@ def render_example(
       "image_id": spec.image_id,
       "laterality": view.laterality or spec.laterality,
       "view": spec.view,
-      "image": shared.to_uint8(view.image),
+      "image": base.to_uint8(view.image),
       "calcification": calc,
       "mass": mass,
       "malignant": malignant,
       "subtype": subtype,
-      "luminal": shared.luminal_from_subtype(subtype),
+      "luminal": whole_image.luminal_from_subtype(subtype),
   }
   info = {"abnormality": ("both" if calc and mass else
                           "calcification" if calc else "mass"),
@@ -255,14 +255,7 @@ class SyntheticCmmd(tfds.core.GeneratorBasedBuilder):
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=shared.whole_image_features(self.builder_config),
-        metadata=tfds.core.MetadataDict(
-            vocabularies=shared.whole_image_vocabularies()
-        ),
-    )
+    return whole_image.dataset_info(self, __doc__)
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -282,7 +275,7 @@ class SyntheticCmmd(tfds.core.GeneratorBasedBuilder):
         results, config.num_images
     )
     examples = [item for item, _, _ in results if item is not None]
-    return {FULL_SPLIT: self._generate_examples(examples)}
+    return {base.FULL_SPLIT: self._generate_examples(examples)}
 
   def _generate_examples(self, examples):
     yield from examples

@@ -5,7 +5,10 @@ laterality-normalised frame (chest wall at column 0), then mirrored for right
 breasts, mapped to 12/14-bit stored values and wrapped in a DICOM
 "Digital Mammography X-Ray Image - For Presentation" dataset.
 
-Model (SPEC section 9):
+Model (the project's own; the parenchyma is the power-law background of
+Burgess, Jacobson & Judy, "Human observer detection experiments with
+mammograms and power-law noise", Med. Phys. 2001, and the findings carry the
+ACR BI-RADS Atlas descriptors):
 * breast outline: a superellipse-like profile with a low-frequency wobble,
   nipple bump, skin line and a peripheral thickness fall-off; on MLO views a
   pectoral-muscle triangle at the upper chest-wall corner;

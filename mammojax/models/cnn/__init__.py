@@ -4,7 +4,8 @@
 ``__call__(x, *, train, return_features=False, feature_offsets=None)`` takes
 NHWC images and returns logits (or ``(logits, features)``);
 ``convert.load_pretrained(name, path, ...)`` fills it from a torchvision file.
-``GRADCAM_LAYERS`` names each model's last conv feature map.
+``GRADCAM_LAYERS`` names each model's last conv feature map;
+``classifier.ImageClassifier`` wraps a backbone for one-channel images.
 """
 
 from mammojax.models.cnn.densenet import DenseNet121
@@ -29,8 +30,12 @@ GRADCAM_LAYERS = {
 }
 
 
-def create_model(name: str, **kwargs):
-  """Builds registry model ``name`` with constructor ``kwargs``."""
+def create_model(name: str, /, **kwargs):
+  """Builds registry model ``name`` with constructor ``kwargs``.
+
+  ``classifier.ImageClassifier`` builds its backbone with it (``kwargs``
+  may hold the submodule's own ``name``).
+  """
   if name not in MODELS:
     raise KeyError(f'unknown CNN {name!r}; known: {sorted(MODELS)}')
   return MODELS[name](**kwargs)

@@ -78,10 +78,7 @@ class DenseNet(nn.Module):
     ``norm5`` and ReLU, the map Grad-CAM uses) and ``'pooled'``; arguments as
     in ``ResNet.__call__``.
     """
-    feats = {}
-    tap = functools.partial(
-        layers.tap, features=feats, feature_offsets=feature_offsets
-    )
+    feats, tap = layers.feature_taps(feature_offsets)
     x = layers.conv(
         self.num_init_features, 7, stride=2, padding=3, name='features_conv0'
     )(x)
@@ -104,12 +101,11 @@ class DenseNet(nn.Module):
         )
     x = layers.batch_norm(train=train, name='features_norm5')(x)
     x = tap('features', nn.relu(x))
-    x = tap('pooled', jnp.mean(x, axis=(1, 2)))
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, name='classifier')(x)
-    if return_features:
-      return logits, feats
-    return logits
+    logits = layers.classifier_head(
+        x, tap_fn=tap, num_classes=self.num_classes, dropout=self.dropout,
+        train=train, name='classifier',
+    )
+    return (logits, feats) if return_features else logits
 
 
 DenseNet121 = functools.partial(DenseNet, block_config=(6, 12, 24, 16))

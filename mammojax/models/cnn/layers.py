@@ -7,9 +7,11 @@ name (``layer1_0/downsample_0/kernel`` <-> ``layer1.0.downsample.0.weight``);
 containing an underscore.
 """
 
+import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 Array = Any
 
@@ -82,3 +84,32 @@ def tap(
   features[name] = x
   return x
 
+
+
+def feature_taps(
+    feature_offsets: Mapping[str, Array] | None,
+) -> tuple[dict[str, Array], Any]:
+  """``(features, tap)``: an empty feature dict and ``tap`` bound to it."""
+  features: dict[str, Array] = {}
+  return features, functools.partial(
+      tap, features=features, feature_offsets=feature_offsets
+  )
+
+
+def classifier_head(
+    x: Array,
+    *,
+    tap_fn: Any,
+    num_classes: int,
+    dropout: float,
+    train: bool,
+    name: str,
+) -> Array:
+  """Global average pool (tapped as ``'pooled'``) -> dropout -> ``Dense``.
+
+  Called inside a backbone's ``nn.compact`` ``__call__``: the ``Dense`` is
+  that backbone's submodule ``name`` (torchvision's ``fc`` / ``classifier``).
+  """
+  x = tap_fn('pooled', jnp.mean(x, axis=(1, 2)))
+  x = nn.Dropout(dropout, deterministic=not train)(x)
+  return nn.Dense(num_classes, name=name)(x)

@@ -5,11 +5,9 @@ Names follow torchvision's ``state_dict``: ``features_0_0`` is
 block 3, ``classifier_1`` the head ``Linear``.
 """
 
-import functools
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mammojax.models.cnn import layers
 
@@ -90,10 +88,7 @@ class MobileNetV2(nn.Module):
     Features: ``'features'`` (last conv map, ``[b, h/32, w/32, 1280]``) and
     ``'pooled'``; arguments as in ``ResNet.__call__``.
     """
-    feats = {}
-    tap = functools.partial(
-        layers.tap, features=feats, feature_offsets=feature_offsets
-    )
+    feats, tap = layers.feature_taps(feature_offsets)
     x = _conv_bn_relu6(x, 32, 3, stride=2, train=train, name='features_0')
     index = 1
     for t, c, n, s in self.setting:
@@ -104,9 +99,8 @@ class MobileNetV2(nn.Module):
         index += 1
     x = _conv_bn_relu6(x, 1280, 1, train=train, name=f'features_{index}')
     x = tap('features', x)
-    x = tap('pooled', jnp.mean(x, axis=(1, 2)))
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, name='classifier_1')(x)
-    if return_features:
-      return logits, feats
-    return logits
+    logits = layers.classifier_head(
+        x, tap_fn=tap, num_classes=self.num_classes, dropout=self.dropout,
+        train=train, name='classifier_1',
+    )
+    return (logits, feats) if return_features else logits

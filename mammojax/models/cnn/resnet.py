@@ -11,7 +11,6 @@ import functools
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mammojax.models.cnn import layers
 
@@ -81,10 +80,7 @@ class ResNet(nn.Module):
       ``features`` has ``'stem'``, ``'layer1'`` ... ``'layer4'``
       (``[batch, h, w, c]``) and ``'pooled'`` (``[batch, 512]``).
     """
-    feats = {}
-    tap = functools.partial(
-        layers.tap, features=feats, feature_offsets=feature_offsets
-    )
+    feats, tap = layers.feature_taps(feature_offsets)
     x = layers.conv(64, 7, stride=2, padding=3, name='conv1')(x)
     x = layers.batch_norm(train=train, name='bn1')(x)
     x = nn.relu(x)
@@ -98,12 +94,11 @@ class ResNet(nn.Module):
             x, train=train
         )
       x = tap(f'layer{i + 1}', x)
-    x = tap('pooled', jnp.mean(x, axis=(1, 2)))
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, name='fc')(x)
-    if return_features:
-      return logits, feats
-    return logits
+    logits = layers.classifier_head(
+        x, tap_fn=tap, num_classes=self.num_classes, dropout=self.dropout,
+        train=train, name='fc',
+    )
+    return (logits, feats) if return_features else logits
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2))

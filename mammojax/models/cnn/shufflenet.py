@@ -89,10 +89,7 @@ class ShuffleNetV2(nn.Module):
     Features: ``'stage2'``..``'stage4'``, ``'conv5'`` (last map) and
     ``'pooled'``; arguments as in ``ResNet.__call__``.
     """
-    feats = {}
-    tap = functools.partial(
-        layers.tap, features=feats, feature_offsets=feature_offsets
-    )
+    feats, tap = layers.feature_taps(feature_offsets)
     widths = self.stages_out_channels
     x = layers.conv(widths[0], 3, stride=2, padding=1, name='conv1_0')(x)
     x = nn.relu(layers.batch_norm(train=train, name='conv1_1')(x))
@@ -108,12 +105,11 @@ class ShuffleNetV2(nn.Module):
     x = layers.conv(widths[-1], 1, name='conv5_0')(x)
     x = nn.relu(layers.batch_norm(train=train, name='conv5_1')(x))
     x = tap('conv5', x)
-    x = tap('pooled', jnp.mean(x, axis=(1, 2)))
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, name='fc')(x)
-    if return_features:
-      return logits, feats
-    return logits
+    logits = layers.classifier_head(
+        x, tap_fn=tap, num_classes=self.num_classes, dropout=self.dropout,
+        train=train, name='fc',
+    )
+    return (logits, feats) if return_features else logits
 
 
 ShuffleNetV2X1_0 = functools.partial(

@@ -142,7 +142,7 @@ class DeepGCN(nn.Module):
   """The ogbn_proteins / MT-GCN GENConv stack.
 
   ``x -> node_encoder? -> conv_0 -> res+ layers 1..L-1 -> act(norm_0(x))
-  -> dropout``. Defaults follow the MT-GCN authors' use (SPEC §0):
+  -> dropout``. Defaults follow the MT-GCN authors' public code:
   ``GENConv(h, h, aggr='softmax', t=1.0, learn_t=True, num_layers=2,
   norm='layer')``, 8 layers, LayerNorm, ReLU, dropout 0.1. The res+ layers
   are identical, so they run under ``nn.scan`` (compile time independent of

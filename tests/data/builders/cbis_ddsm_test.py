@@ -7,9 +7,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from configs import mtgcn
+from mammojax.data import graph_data
 from mammojax.data import pipeline
-from mammojax.data.builders import calcification_graphs
 from mammojax.data.builders import cbis_ddsm
+from mammojax.data.builders import graph_examples
 from mammojax.data.sources import cbis_ddsm as cbis_source
 from mammojax.data.sources import common
 from tests.data.builders import trees
@@ -56,7 +57,7 @@ class CalcificationGraphsTest(absltest.TestCase):
     # The same features as the synthetic calcification-graph builder.
     self.assertEqual(
       builder.info.features.get_serialized_info(),
-      calcification_graphs._features(config).get_serialized_info())  # pylint: disable=protected-access
+      graph_examples.features(config).get_serialized_info())
     self.assertEqual(self.metadata['vocabularies']['morphology'], [
       'amorphous', 'pleomorphic', 'fine_linear_branching', 'punctate',
       'round_and_regular'])
@@ -144,7 +145,7 @@ class CalcificationGraphsTest(absltest.TestCase):
     config.dataset.builder_config = 'tiny'
     config.dataset.manual_dir = str(self.root)
     config.dataset.data_dir = str(self.data_dir)
-    data = pipeline.create_graph_data(config)
+    data = graph_data.create_graph_data(config)
     ids = [e['example_id'] for e in data.examples]
     test_ids = sorted(ids[i] for i in data.splits['test'])
     self.assertEqual(test_ids, [e['example_id']

@@ -4,7 +4,8 @@ from absl.testing import absltest
 import tensorflow_datasets as tfds
 
 from mammojax.data import annotations
-from mammojax.data.builders import dicom_folder_images
+from mammojax.data.builders import dicom_folder_images  # pylint: disable=unused-import
+from mammojax.data.builders import whole_image
 from mammojax.data.sources import common
 from tests.data.builders import trees
 from tests.data.sources import dicom_folder_test
@@ -66,12 +67,12 @@ class DicomFolderImagesTest(absltest.TestCase):
     self.assertEqual(ex['laterality'], 'R')
 
   def test_labels(self):
-    self.assertEqual(dicom_folder_images.subtype_index('HER2-enriched'), 2)
-    self.assertEqual(dicom_folder_images.luminal_from_subtype(0), 1)
+    self.assertEqual(whole_image.subtype_index('HER2-enriched'), 2)
+    self.assertEqual(whole_image.luminal_from_subtype(0), 1)
     with self.assertRaisesRegex(ValueError, "subtype 'luminal c'"):
-      dicom_folder_images.subtype_index('luminal c')
+      whole_image.subtype_index('luminal c')
     with self.assertRaisesRegex(ValueError, "mass 'maybe': expected 0 / 1"):
-      dicom_folder_images.binary('maybe', field='mass')
+      whole_image.binary('maybe', field='mass')
 
   def test_errors(self):
     empty = fixtures.tmpdir(self)

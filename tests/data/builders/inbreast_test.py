@@ -4,7 +4,7 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mammojax.data.builders import calcification_graphs
+from mammojax.data.builders import graph_examples
 from mammojax.data.builders import inbreast  # pylint: disable=unused-import
 from mammojax.data.sources import common
 from mammojax.data.sources import inbreast as inbreast_source
@@ -45,7 +45,7 @@ class InbreastBuilderTest(absltest.TestCase):
     self.assertEqual(
       tfds.builder(NAME, data_dir=str(data_dir),
                    config='tiny').info.features.get_serialized_info(),
-      calcification_graphs._features(config).get_serialized_info())  # pylint: disable=protected-access
+      graph_examples.features(config).get_serialized_info())
     ex = by_id['20586934/c0']  # L CC, BI-RADS 5: 60 calcifications
     self.assertEqual(ex['patches'].shape, (60, 14, 14))
     self.assertEqual(ex['morphology'].tolist(), [-1] * 60)

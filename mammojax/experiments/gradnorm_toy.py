@@ -1,24 +1,34 @@
-"""GradNorm's toy regression problem (Chen et al. 2018, §4; SPEC §2.3).
+"""GradNorm's toy regression problem, with and without GradNorm.
 
-T regression tasks ``f_i(x) = sigma_i tanh((B + eps_i) x)`` share a 4-layer
-ReLU trunk; one Dense head per task. With ``sigma = (1, 100)`` the large task
-dominates the shared gradient under equal weights; GradNorm raises ``w_0``
-until the per-task gradient norms on ``W`` (the last trunk kernel) match.
-Choices the paper leaves open follow LucasBoTang/GradNorm: ``B, eps`` are
-normal with std 10 and 3.5, ``x ~ U(0, 1)``, ``L_i(0)`` is the first batch.
+The toy example of the GradNorm paper (Chen, Badrinarayanan, Lee and
+Rabinovich, "GradNorm: Gradient Normalization for Adaptive Loss Balancing
+in Deep Multitask Networks", ICML 2018, section 4): T regression tasks
+``f_i(x) = sigma_i tanh((B + eps_i) x)`` share a 4-layer ReLU trunk; one
+Dense head per task. With ``sigma = (1, 100)`` the large task dominates the
+shared gradient under equal weights; GradNorm raises ``w_0`` until the
+per-task gradient norms on ``W`` (the last trunk kernel) match. Choices the
+paper leaves open follow the public PyTorch implementation
+LucasBoTang/GradNorm: ``B, eps`` are normal with std 10 and 3.5,
+``x ~ U(0, 1)``, ``L_i(0)`` is the first batch.
 
 The whole run is one jitted ``lax.scan``, so thousands of steps take seconds.
-Used by ``scripts/gradnorm_toy.py`` and the GradNorm tests.
+``run(ToyConfig)`` trains once; ``run_protocol(config, workdir)`` (protocol
+``gradnorm_toy`` of ``mammojax.experiments``) trains with GradNorm and with
+equal weights and writes both summaries. ``scripts/gradnorm_toy.py`` is the
+command line.
 """
 
 import dataclasses
 import functools
+import json
+import os
 import time
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -27,7 +37,11 @@ from mammojax.objectives import gradnorm
 
 @dataclasses.dataclass(frozen=True)
 class ToyConfig:
-  """Toy problem and training settings (defaults: SPEC §2.3)."""
+  """Toy problem and training settings.
+
+  The defaults are the paper's two-task toy (``sigmas = (1, 100)``,
+  ``alpha = 0.12``) with LucasBoTang/GradNorm's data scales.
+  """
 
   sigmas: Sequence[float] = (1.0, 100.0)
   alpha: float = 0.12
@@ -187,3 +201,88 @@ def run(config: ToyConfig) -> dict[str, Any]:
       run_time_s=end - compiled_at,
   )
   return result
+
+
+def summarize(result: dict[str, Any], every: int = 250) -> dict[str, Any]:
+  """JSON-ready summary of one ``run`` result.
+
+  Args:
+    result: the output of ``run``.
+    every: the trajectory keeps the weights and G ratio of every
+      ``every``-th step.
+  """
+  result = {
+      k: np.asarray(v, np.float64) if isinstance(v, np.ndarray) else v
+      for k, v in result.items()
+  }
+  steps = list(range(every - 1, len(result["weights"]), every))
+  return dict(
+      trajectory=dict(
+          step=[s + 1 for s in steps],
+          weights=result["weights"][steps].round(4).tolist(),
+          G_ratio=result["G_ratio"][steps].round(3).tolist(),
+      ),
+      final_weights=result["weights"][-1].round(4).tolist(),
+      final_G=result["G"][-1].round(3).tolist(),
+      final_G_ratio=round(float(result["G_ratio"][-1]), 3),
+      max_abs_weight_sum_error=float(
+          abs(result["weights"].sum(1) - result["weights"].shape[1]).max()
+      ),
+      test_loss_ratio=result["test_loss_ratio"].round(4).tolist(),
+      task_normalized_test_loss=round(result["task_normalized_test_loss"], 4),
+      wall_time_s=round(result["wall_time_s"], 2),
+      run_time_s=round(result["run_time_s"], 2),
+  )
+
+
+def compare(config: ToyConfig, *, every: int = 250,
+            baseline: bool = True) -> dict[str, Any]:
+  """Summaries of ``config`` (``gradnorm``) and of equal weights.
+
+  Args:
+    config: the toy settings; ``use_gradnorm`` is set per run.
+    every: see ``summarize``.
+    baseline: also train with equal weights (``equal_weights``).
+  """
+  out = {"gradnorm": summarize(
+      run(dataclasses.replace(config, use_gradnorm=True)), every
+  )}
+  if baseline:
+    out["equal_weights"] = summarize(
+        run(dataclasses.replace(config, use_gradnorm=False)), every
+    )
+  return out
+
+
+def run_protocol(config: ml_collections.ConfigDict,
+                 workdir: str) -> dict[str, Any]:
+  """GradNorm vs equal weights; writes ``workdir/results.json``.
+
+  Args:
+    config: ``protocol`` with ``name = "gradnorm_toy"`` and optional
+      ``ToyConfig`` fields (e.g. ``sigmas``, ``alpha``, ``num_steps``,
+      ``seed``), ``every`` and ``baseline``.
+    workdir: output folder.
+
+  Returns:
+    The summaries written to ``results.json``.
+  """
+  p = dict(config.protocol)
+  fields = {f.name for f in dataclasses.fields(ToyConfig)} - {"use_gradnorm"}
+  unknown = sorted(set(p) - fields - {"name", "every", "baseline"})
+  if unknown:
+    raise ValueError(
+        f"config.protocol: unknown keys {unknown} for gradnorm_toy; expected "
+        f"name, every, baseline or ToyConfig fields {sorted(fields)}"
+    )
+  toy = ToyConfig(**{
+      k: tuple(v) if k == "sigmas" else v for k, v in p.items()
+      if k in fields
+  })
+  out = {"config": dataclasses.asdict(toy)}
+  out.update(compare(toy, every=int(p.get("every", 250)),
+                     baseline=bool(p.get("baseline", True))))
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(out, f, indent=1)
+  return out

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import cnn_baseline as cnn_configs
-from mammojax.data import pipeline
-from mammojax.training import cnn_baseline_task
+from mammojax.data import splits
+from mammojax.methods import cnn_baseline
+from mammojax.models.cnn import classifier
 from mammojax.training import loop
 from tests.training import fake_data
 
@@ -40,7 +41,7 @@ class CNNBaselineTest(absltest.TestCase):
         config = cnn_configs.get_config(f"{model}_{level}")
         self.assertEqual(config.method, "cnn_baseline")
         self.assertEqual(config.baseline.model, model)
-        self.assertEqual(cnn_baseline_task.task_of(config), task)
+        self.assertEqual(cnn_baseline.task_of(config), task)
     with self.assertRaisesRegex(ValueError, "resnet18_patch"):
       cnn_configs.get_config("resnet18_cluster")
 
@@ -54,17 +55,17 @@ class CNNBaselineTest(absltest.TestCase):
     config = _config("patch")
     config.tasks = ("graph",)
     with self.assertRaisesRegex(ValueError, r"config\.tasks"):
-      cnn_baseline_task.create_baseline_data(
+      cnn_baseline.create_baseline_data(
           config, examples_and_info=_examples()
       )
 
   def test_patch_items_follow_cluster_splits(self):
     config = _config("patch")
     examples, info = _examples()
-    data = cnn_baseline_task.create_baseline_data(
+    data = cnn_baseline.create_baseline_data(
         config, examples_and_info=(examples, info)
     )
-    clusters = pipeline.cluster_splits(config, examples)
+    clusters = splits.cluster_splits(config, examples)
     patients = {}
     for split, idx in data.splits.items():
       owners = data.example_index[idx]
@@ -110,7 +111,7 @@ class CNNBaselineTest(absltest.TestCase):
     self.assertEqual(
         test["graph"]["class_names"], info["vocabularies"]["distribution"]
     )
-    clusters = pipeline.cluster_splits(config, examples)
+    clusters = splits.cluster_splits(config, examples)
     self.assertEqual(test["graph"]["num_samples"], len(clusters["test"]))
     self.assertEqual(results["splits"]["test"], len(clusters["test"]))
     self.assertTrue(os.path.exists(os.path.join(workdir, "report.md")))
@@ -129,7 +130,7 @@ class CNNBaselineTest(absltest.TestCase):
     self.assertEqual(
         test["node"]["class_names"], info["vocabularies"]["morphology"]
     )
-    clusters = pipeline.cluster_splits(config, examples)
+    clusters = splits.cluster_splits(config, examples)
     for split in ("val", "test"):
       labelled = sum(
           int(np.sum(np.asarray(examples[i]["morphology"]) >= 0))
@@ -141,9 +142,7 @@ class CNNBaselineTest(absltest.TestCase):
 
   def test_every_backbone_builds_on_one_channel_patches(self):
     for name in cnn_configs.MODELS:
-      model = cnn_baseline_task.BaselineClassifier(
-          backbone=name, num_classes=5
-      )
+      model = classifier.ImageClassifier(backbone=name, num_outputs=5)
       x = jnp.zeros((2, 32, 32), jnp.float32)
       shapes = jax.eval_shape(
           lambda m=model: m.init(jax.random.key(0), x, train=False)

@@ -1,7 +1,7 @@
-"""Tests of the luminal method: synthetic_cmmd builder, splits, losses,
-transfer initialisation and the whole protocol on the tiny config."""
+"""Tests of the luminal method: synthetic_cmmd builder, splits, losses and
+transfer initialisation on the tiny config (the protocol's tests are in
+tests/experiments/luminal_test.py)."""
 
-import json
 import os
 import shutil
 import tempfile
@@ -10,13 +10,13 @@ from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 from configs import luminal as luminal_configs
 from mammojax.data import pipeline
 from mammojax.experiments import luminal as experiment
+from mammojax.methods import luminal as luminal_method
+from mammojax.training import checkpoints
 from mammojax.training import loop
-from mammojax.training import luminal_task
 
 _FEATURES = {
     "example_id": str, "patient_id": str, "image_id": str,
@@ -45,8 +45,11 @@ class LuminalTest(absltest.TestCase):
         cls.config.pretrain.dataset
     )
     cls.workdir = os.path.join(cls.root, "protocol")
-    cls.summary = experiment.run_protocol(
-        cls.config, cls.workdir, examples_and_info=(cls.examples, cls.info)
+    # The transfer test starts from fold 0's pretraining.
+    loop.train_and_evaluate(
+        experiment.stage_config(cls.config, "pretrain", 0, cls.workdir),
+        os.path.join(cls.workdir, "fold_0", "pretrain"),
+        examples_and_info=(cls.examples, cls.info),
     )
 
   @classmethod
@@ -106,7 +109,7 @@ class LuminalTest(absltest.TestCase):
     val_patients = []
     for fold in range(self.config.protocol.num_folds):
       for stage in ("pretrain", "transfer"):
-        data = luminal_task.create_image_data(
+        data = luminal_method.create_image_data(
             self._stage(stage, fold),
             examples_and_info=(self.examples, self.info),
         )
@@ -131,7 +134,7 @@ class LuminalTest(absltest.TestCase):
     self.assertEmpty(val_patients[0] & val_patients[1])
 
   def test_batches_fixed_shape_padding_and_device_axis(self):
-    data = luminal_task.create_image_data(
+    data = luminal_method.create_image_data(
         self._stage("transfer"), examples_and_info=(self.examples, self.info)
     )
     b = data.per_device_batch_size
@@ -152,9 +155,9 @@ class LuminalTest(absltest.TestCase):
 
   def test_mlmc_bce_masks_unknown_labels_and_padding(self):
     config = self._stage("pretrain")
-    method = luminal_task.LuminalMethod()
+    method = luminal_method
     model = method.create_model(config, self.info["vocabularies"])
-    task = luminal_task.ImageTask(model, tasks=config.tasks)
+    task = luminal_method.create_task(config, model, None)
     rng = np.random.default_rng(0)
     batch = {
         "image": rng.integers(0, 256, (4, 64, 40), dtype=np.uint8),
@@ -210,7 +213,7 @@ class LuminalTest(absltest.TestCase):
 
   def test_train_step_augments_with_step_key(self):
     config = self._stage("baseline")
-    method = luminal_task.LuminalMethod()
+    method = luminal_method
     model = method.create_model(config, self.info["vocabularies"])
     task = method.create_task(config, model, None)
     images = jnp.asarray(
@@ -231,7 +234,7 @@ class LuminalTest(absltest.TestCase):
 
   def test_transfer_loads_pretrained_weights_except_head(self):
     config = self._stage("transfer")
-    method = luminal_task.LuminalMethod()
+    method = luminal_method
     data = method.create_data(config, num_devices=1,
                               examples_and_info=(self.examples, self.info))
     model = method.create_model(config, data.vocabularies)
@@ -244,7 +247,9 @@ class LuminalTest(absltest.TestCase):
     )
     fresh_head = np.asarray(state.params["backbone"]["fc"]["kernel"])
     adapted = method.adapt_initial_state(config, state)
-    pre = luminal_task.restore_best_variables(config.init_from)
+    pre = checkpoints.restore_best_variables(
+        config.init_from, config_key="config.init_from"
+    )
     np.testing.assert_array_equal(
         np.asarray(adapted.params["backbone"]["conv1"]["kernel"]),
         np.asarray(pre["params"]["backbone"]["conv1"]["kernel"]),
@@ -265,62 +270,6 @@ class LuminalTest(absltest.TestCase):
     with self.assertRaisesRegex(FileNotFoundError, "init_from"):
       config.init_from = os.path.join(self.root, "missing")
       method.adapt_initial_state(config, state)
-
-  # --------------------------------------------------------------- protocol
-
-  def test_paired_ttest_matches_scipy(self):
-    a, b = [0.6, 0.7, 0.65, 0.62], [0.5, 0.55, 0.6, 0.52]
-    out = experiment.paired_ttest(a, b)
-    ref = stats.ttest_rel(a, b)
-    self.assertAlmostEqual(out["p_value"], ref.pvalue)
-    self.assertAlmostEqual(out["t"], ref.statistic)
-    self.assertIsNone(experiment.paired_ttest([1, 2], [0, 1])["p_value"])
-
-  def test_protocol_writes_results_report_and_gradcams(self):
-    with open(os.path.join(self.workdir, "results.json")) as f:
-      results = json.load(f)
-    folds = self.config.protocol.num_folds
-    self.assertEqual(results["folds"], list(range(folds)))
-    for stage in experiment.COMPARED:
-      for metric in ("f1_luminal", "f1_non_luminal", "macro_f1", "auc"):
-        cell = results["luminal"][stage][metric]
-        self.assertLen(cell["values"], folds)
-        self.assertIn("mean", cell)
-        self.assertIn("std", cell)
-      self.assertIsNotNone(results["luminal"][stage]["macro_f1"]["mean"])
-    for metric in ("macro_f1", "auc"):
-      t = results["ttest"][metric]
-      self.assertEqual(t["n"], folds)
-      if t["p_value"] is None:
-        self.assertIn("note", t)
-      else:
-        self.assertBetween(t["p_value"], 0.0, 1.0)
-    self.assertIn("f1_malignant", results["mlmc"])
-    report = open(os.path.join(self.workdir, "report.md")).read()
-    self.assertIn("| macro_f1 |", report)
-    self.assertIn("p-value", report)
-    self.assertIn("±", report)
-    for name in ("roc_transfer_vs_baseline.png",):
-      self.assertTrue(
-          os.path.exists(os.path.join(self.workdir, "figures", name))
-      )
-    cams = os.listdir(os.path.join(self.workdir, "figures", "gradcam"))
-    self.assertTrue(any(c.startswith("transfer_gradcam_") for c in cams))
-    self.assertTrue(any(c.startswith("pretrain_gradcam_") for c in cams))
-    for fold in range(folds):
-      for stage in experiment.STAGES:
-        run = os.path.join(self.workdir, f"fold_{fold}", stage)
-        self.assertTrue(os.path.exists(os.path.join(run, "results.json")))
-        self.assertTrue(os.path.exists(os.path.join(run, "report.md")))
-    # Finished stages are not trained again (resumable protocol).
-    again = experiment.run_protocol(
-        self.config, self.workdir,
-        examples_and_info=(self.examples, self.info),
-    )
-    self.assertEqual(again["run"]["stages_trained_now"],
-                     {s: 0 for s in experiment.STAGES})
-    self.assertEqual(again["luminal"], json.loads(json.dumps(
-        results["luminal"])))
 
 
 if __name__ == "__main__":

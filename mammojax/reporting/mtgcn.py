@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mammojax.reporting import classification
 from mammojax.reporting import plots
 from mammojax.reporting import report as report_lib
 
@@ -57,24 +58,17 @@ def write_run_report(
   split = "test" if "test" in raw_outputs else "val"
   raw = raw_outputs.get(split, {})
   for task in config.tasks:
-    if f"{task}_probs" not in raw:
-      continue
-    names = list(data.vocabularies[_TASK_FIELDS[task]])
-    mask = raw[f"{task}_mask"] & (raw[f"{task}_labels"] >= 0)
-    y, p = raw[f"{task}_labels"][mask], raw[f"{task}_probs"][mask]
-    if len(y) == 0:
-      continue
-    roc = os.path.join(fig_dir, f"roc_{task}.png")
-    plots.plot_roc_curves(y, p, names, roc, f"ROC, {_TASK_TITLES[task]}, {split}")
-    figures[f"ROC curves, {_TASK_TITLES[task]}"] = os.path.relpath(roc, workdir)
-    cm = np.asarray(results[split][task]["confusion_matrix"])
-    cm_path = os.path.join(fig_dir, f"confusion_{task}.png")
-    plots.plot_confusion_matrix(cm, names, cm_path, normalize="true")
-    figures[f"Confusion matrix, {_TASK_TITLES[task]}"] = os.path.relpath(
-        cm_path, workdir
-    )
+    figures.update(classification.write_task_figures(
+        workdir, raw, results.get(split, {}).get(task, {}), task=task,
+        class_names=list(data.vocabularies[_TASK_FIELDS[task]]),
+        title=_TASK_TITLES[task], split=split,
+    ))
   steps, weights = _trajectory(workdir, config.tasks)
-  if len(steps) and config.gradnorm.enabled and len(config.tasks) > 1:
+  gradnorm = bool(
+      config.get("gradnorm") and config.gradnorm.enabled
+      and len(config.tasks) > 1
+  )
+  if len(steps) and gradnorm:
     path = os.path.join(fig_dir, "gradnorm_weights.png")
     plots.plot_task_weights(steps, weights, list(config.tasks), path)
     figures["GradNorm task weights"] = os.path.relpath(path, workdir)
@@ -124,7 +118,7 @@ def write_run_report(
           "layers": config.model.num_layers,
           "hidden size": config.model.hidden_size,
           "fusion": config.model.fusion,
-          "GradNorm": bool(config.gradnorm.enabled and len(config.tasks) > 1),
+          "GradNorm": gradnorm,
           "best epoch": results.get("meta", {}).get("best_epoch"),
           "examples (train/val/test)": "/".join(
               str(results.get("splits", {}).get(k, 0))
@@ -135,6 +129,7 @@ def write_run_report(
           ),
       },
       "tasks": tasks,
+      "losses": classification.loss_table(results),
       "build report": results.get("build_report", {}),
   }
   path = os.path.join(workdir, "report.md")
