@@ -5,6 +5,8 @@ is written at the end of every epoch and is what a resumed run restores; the
 best one is written when the selection metric improves and is what the final
 test evaluation uses. A state is saved only after its loss was checked to be
 finite, so a diverging run always leaves the last good checkpoint behind.
+In a multi-process run every process calls save and restore (orbax
+coordinates them; the host arrays are written once).
 
 The latest manager keeps two steps, so one damaged checkpoint (a truncated
 file after a crash or a full disk) costs at most one epoch: restoring tries
@@ -23,6 +25,7 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -34,14 +37,24 @@ class Checkpointer:
     self._damaged_dir = os.path.join(root, "damaged")
     # The step restore_latest resumed from (None: none, or not called yet).
     self.restored_latest_step: Optional[int] = None
+
+    def options(name, max_to_keep):
+      # Multi-process saves synchronise on barriers named after the step:
+      # a prefix per manager keeps latest's and best's saves of one step
+      # apart.
+      return ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, create=True,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=name
+          ),
+      )
+
     # Two latest steps: the previous one is the fallback of a damaged newest.
     self._latest = ocp.CheckpointManager(
-        os.path.join(root, "latest"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+        os.path.join(root, "latest"), options=options("latest", 2)
     )
     self._best = ocp.CheckpointManager(
-        os.path.join(root, "best"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+        os.path.join(root, "best"), options=options("best", 1)
     )
 
   @staticmethod
@@ -140,8 +153,14 @@ class Checkpointer:
 
 
 def abstract_like(tree: Any) -> Any:
-  """Shape/dtype structure of ``tree`` for restoring into it."""
-  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+  """Shape/dtype structure of ``tree`` for restoring into it.
+
+  Host (numpy) leaves, as multi-process runs keep them, restore as numpy.
+  """
+  return jax.tree_util.tree_map(
+      lambda x: x if isinstance(x, np.ndarray) else
+      ocp.utils.to_shape_dtype_struct(x), tree,
+  )
 
 
 def restore_best_variables(workdir: str, *, config_key: str) -> dict[str, Any]:
