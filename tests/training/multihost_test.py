@@ -4,15 +4,18 @@ Two ``python -m mammojax.main --config.multihost=True`` processes with one
 CPU device each (``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
 ``JAX_PROCESS_ID``, gloo collectives) train on their halves of every global
 step; the final parameters must equal those of one process that pmaps the
-same global batch over 2 host devices.
+same global batch over 2 host devices, also after stopping after epoch 0 and
+resuming (both processes restore the checkpoint).
 """
 
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl.testing import absltest
@@ -24,7 +27,7 @@ from configs import mtgcn
 from mammojax.training import loop
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
-# Two processes and one reference, 2 epochs x 2 steps of the test config.
+# Parameters of two processes vs one (2 epochs x 2 steps of the test config).
 _ATOL = 1e-5
 
 
@@ -45,7 +48,8 @@ def _latest_params(workdir: str):
   return step, jax.tree_util.tree_map(np.asarray, restored.state["params"])
 
 
-def _launch(workdir: str, port: int, process_id: int, log_path: str):
+def _launch(workdir: str, port: int, process_id: int, log_path: str,
+            flags: tuple[str, ...]):
   env = dict(os.environ)
   env.update(
       JAX_PLATFORMS="cpu",
@@ -60,7 +64,7 @@ def _launch(workdir: str, port: int, process_id: int, log_path: str):
   command = [
       sys.executable, "-m", "mammojax.main",
       "--config=configs/mtgcn.py:test", f"--workdir={workdir}",
-      "--config.multihost=True", "--config.num_devices=1",
+      "--config.multihost=True", "--config.num_devices=1", *flags,
   ]
   log = open(log_path, "w")
   return subprocess.Popen(
@@ -68,40 +72,64 @@ def _launch(workdir: str, port: int, process_id: int, log_path: str):
   ), log
 
 
+def _max_param_diff(workdir_a: str, workdir_b: str) -> tuple[int, float]:
+  step_a, params_a = _latest_params(workdir_a)
+  step_b, params_b = _latest_params(workdir_b)
+  if step_a != step_b:
+    raise AssertionError(f"latest steps differ: {step_a} vs {step_b}")
+  diffs = jax.tree_util.tree_leaves(
+      jax.tree_util.tree_map(
+          lambda a, b: np.max(np.abs(a - b)), params_a, params_b
+      )
+  )
+  return step_a, float(max(diffs))
+
+
 class MultihostTest(absltest.TestCase):
 
-  def test_two_processes_match_one_process_with_two_devices(self):
-    self.assertGreaterEqual(jax.local_device_count(), 2)
-    root = pathlib.Path(self.create_tempdir().full_path)
-    # Reference (also builds the TFDS dataset the processes then read).
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = pathlib.Path(tempfile.mkdtemp(prefix="multihost_test_"))
+    # Reference: one process, the same global batch over 2 host devices
+    # (also builds the TFDS dataset that the processes then read).
     config = mtgcn.get_config("test")
     config.num_devices = 2
-    reference = loop.train_and_evaluate(config, str(root / "one"))
+    cls.reference = loop.train_and_evaluate(config, str(cls.root / "one"))
 
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
+
+  def _run_two(self, name: str, *flags: str) -> tuple[str, list[str], float]:
+    """Runs the two processes; returns the workdir, their logs, seconds."""
+    workdir = str(self.root / name)
     start = time.time()
     port = _free_port()
-    launched = [
-        _launch(str(root / "two"), port, i, str(root / f"process_{i}.log"))
-        for i in range(2)
-    ]
+    logs = [str(self.root / f"{name}_{len(flags)}_{i}.log") for i in range(2)]
+    launched = [_launch(workdir, port, i, logs[i], flags) for i in range(2)]
     codes = []
     for process, log in launched:
       try:
         codes.append(process.wait(timeout=600))
       finally:
         log.close()
-    print(f"two-process run: {time.time() - start:.1f} s")
+    seconds = time.time() - start
+    texts = [pathlib.Path(p).read_text() for p in logs]
     for i, code in enumerate(codes):
-      self.assertEqual(
-          code, 0, (root / f"process_{i}.log").read_text()[-3000:]
-      )
+      self.assertEqual(code, 0, f"process {i}:\n{texts[i][-3000:]}")
+    return workdir, texts, seconds
 
+  def test_two_processes_match_one_process_with_two_devices(self):
+    self.assertGreaterEqual(jax.local_device_count(), 2)
+    workdir, logs, seconds = self._run_two("two")
+    print(f"two-process run: {seconds:.1f} s")
     # One results.json, written by process 0, over the whole splits.
-    self.assertIn("results written to",
-                  (root / "process_0.log").read_text())
-    self.assertNotIn("results written to",
-                     (root / "process_1.log").read_text())
-    two = json.loads((root / "two" / "results.json").read_text())
+    self.assertIn("results written to", logs[0])
+    self.assertNotIn("results written to", logs[1])
+    two = json.loads(pathlib.Path(workdir, "results.json").read_text())
+    reference = self.reference
     self.assertEqual(two["timing"]["processes"], 2)
     self.assertEqual(two["timing"]["devices"], 2)
     self.assertEqual(two["splits"], reference["splits"])
@@ -113,22 +141,20 @@ class MultihostTest(absltest.TestCase):
       np.testing.assert_allclose(
           two[split]["loss"], reference[split]["loss"], rtol=1e-5
       )
-
-    step1, params1 = _latest_params(str(root / "one"))
-    step2, params2 = _latest_params(str(root / "two"))
-    self.assertEqual(step1, step2)
-    self.assertGreater(step1, 1)
-    diffs = jax.tree_util.tree_leaves(
-        jax.tree_util.tree_map(lambda a, b: np.max(np.abs(a - b)),
-                               params1, params2)
-    )
-    max_diff = float(max(diffs))
+    step, max_diff = _max_param_diff(str(self.root / "one"), workdir)
     print(f"max |params 2 processes - 1 process x 2 devices|: {max_diff:.3g}")
+    self.assertEqual(step, 4)  # 2 epochs x 2 global steps.
     self.assertLess(max_diff, _ATOL)
-    jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, atol=_ATOL),
-        params1, params2,
-    )
+
+  def test_two_processes_stop_and_resume(self):
+    workdir, _, _ = self._run_two("resumed", "--config.num_epochs=1")
+    _, logs, _ = self._run_two("resumed")
+    for i in range(2):
+      self.assertIn("resumed from epoch 0 (step 2)", logs[i], f"process {i}")
+    step, max_diff = _max_param_diff(str(self.root / "one"), workdir)
+    print(f"resumed: max |params - 1 process x 2 devices|: {max_diff:.3g}")
+    self.assertEqual(step, 4)
+    self.assertLess(max_diff, _ATOL)
 
 
 if __name__ == "__main__":
