@@ -13,6 +13,7 @@ from typing import Any
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from mammojax import runtime
@@ -58,8 +59,9 @@ def main(argv):
           f"{FLAGS.workdir}")
     return
   results = loop.train_and_evaluate(config, FLAGS.workdir)
-  print(f"results written to {os.path.join(FLAGS.workdir, 'results.json')}")
-  print(f"AUC (Hand & Till one-vs-one): {auc_summary(results)}")
+  if jax.process_index() == 0:  # Multi-host: process 0 writes the results.
+    print(f"results written to {os.path.join(FLAGS.workdir, 'results.json')}")
+    print(f"AUC (Hand & Till one-vs-one): {auc_summary(results)}")
 
 
 if __name__ == "__main__":

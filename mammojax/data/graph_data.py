@@ -90,38 +90,46 @@ class GraphData:
     )
 
   def batches(
-      self, indices: Sequence[int], *, num_devices: int = 1
+      self, indices: Sequence[int], *, num_devices: int = 1,
+      process_index: int = 0, process_count: int = 1,
   ) -> Iterator[Any]:
-    """Padded batches; with ``num_devices > 1`` stacked per device.
+    """Padded batches; stacked per local device when there are several.
 
-    The last device group is completed with all-padding batches, which
-    contribute nothing to losses or metrics.
+    A global step takes ``process_count * num_devices`` consecutive per-device
+    batches of ``indices``; process ``process_index`` yields the
+    ``num_devices`` of them its devices feed (stacked on a leading device
+    axis whenever the step is pmapped: ``num_devices > 1`` or several
+    processes). Every process packs the same batches, so the processes
+    together see each item once. The last global step is completed with
+    all-padding batches, which contribute nothing to losses or metrics.
     """
     samples = [self.sample_graphs[i] for i in indices]
     iterator = batching.batch_iterator(
         samples, self.budget, batch_size=self.per_device_batch_size
     )
-    if num_devices == 1:
+    if num_devices == 1 and process_count == 1:
       yield from iterator
       return
+    size = num_devices * process_count
+    mine = slice(process_index * num_devices, (process_index + 1) * num_devices)
     group = []
     for batch in iterator:
       group.append(batch)
-      if len(group) == num_devices:
-        yield batching.stack_batches(group)
+      if len(group) == size:
+        yield batching.stack_batches(group[mine])
         group = []
     if group:
-      while len(group) < num_devices:
+      while len(group) < size:
         group.append(_all_padding_like(group[0]))
-      yield batching.stack_batches(group)
+      yield batching.stack_batches(group[mine])
 
-  def train_batches(self, epoch: int, *, num_devices: int = 1):
-    """Batches of training epoch ``epoch``."""
-    return self.batches(self.epoch_order(epoch), num_devices=num_devices)
+  def train_batches(self, epoch: int, **shard):
+    """Batches of training epoch ``epoch`` (``shard``: see ``batches``)."""
+    return self.batches(self.epoch_order(epoch), **shard)
 
-  def eval_batches(self, split: str, *, num_devices: int = 1):
-    """Batches of ``split`` in a fixed order."""
-    return self.batches(self.splits[split], num_devices=num_devices)
+  def eval_batches(self, split: str, **shard):
+    """Batches of ``split`` in a fixed order (``shard``: see ``batches``)."""
+    return self.batches(self.splits[split], **shard)
 
 
 def create_graph_data(
@@ -149,12 +157,7 @@ def create_graph_data(
       )
       for ex in examples
   ]
-  if config.batch_size % num_devices:
-    raise ValueError(
-        f"config.batch_size={config.batch_size} is not divisible by the "
-        f"{num_devices} devices"
-    )
-  per_device = config.batch_size // num_devices
+  per_device = pipeline.per_device_batch_size(config, num_devices)
   budget = batching.estimate_budget(
       sample_graphs,
       per_device,

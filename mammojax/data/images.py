@@ -141,13 +141,8 @@ class ImageArrays(pipeline.ArrayBatches):
 
 
 def check_batch_size(config: ml_collections.ConfigDict, num_devices: int):
-  """``config.batch_size`` split over ``num_devices``; raises if it can't."""
-  if config.batch_size % num_devices:
-    raise ValueError(
-        f"config.batch_size={config.batch_size} is not divisible by the "
-        f"{num_devices} devices"
-    )
-  return config.batch_size // num_devices
+  """``config.batch_size`` split over every process's ``num_devices``."""
+  return pipeline.per_device_batch_size(config, num_devices)
 
 
 def load_nonempty(

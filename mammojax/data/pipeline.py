@@ -12,6 +12,7 @@ import os
 import pathlib
 from typing import Any, Sequence
 
+import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
@@ -27,8 +28,42 @@ def default_data_dir() -> str:
   )
 
 
+def per_device_batch_size(
+    config: ml_collections.ConfigDict, num_devices: int
+) -> int:
+  """``config.batch_size`` (global) split over every process's devices."""
+  processes = jax.process_count()
+  total = num_devices * processes
+  if config.batch_size % total:
+    raise ValueError(
+        f"config.batch_size={config.batch_size} is not divisible by the "
+        f"{total} devices ({processes} processes x {num_devices} "
+        "config.num_devices)" if processes > 1 else
+        f"config.batch_size={config.batch_size} is not divisible by the "
+        f"{num_devices} devices"
+    )
+  return config.batch_size // total
+
+
 def prepare_builder(dataset_config: ml_collections.ConfigDict):
-  """Builds (or reuses the cached) TFDS dataset; returns the builder."""
+  """Builds (or reuses the cached) TFDS dataset; returns the builder.
+
+  In a multi-process run process 0 builds first and the others then reuse
+  its files (a shared data dir is not built twice at once).
+  """
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    if jax.process_index() == 0:
+      builder = _prepare_builder(dataset_config)
+    multihost_utils.sync_global_devices("mammojax_prepare_builder")
+    if jax.process_index() != 0:
+      builder = _prepare_builder(dataset_config)
+    return builder
+  return _prepare_builder(dataset_config)
+
+
+def _prepare_builder(dataset_config: ml_collections.ConfigDict):
   name = dataset_config.name
   if name not in builders.BUILDER_MODULES:
     raise ValueError(
@@ -123,23 +158,37 @@ class ArrayBatches:
   def _batch(self, indices: np.ndarray, size: int) -> dict[str, np.ndarray]:
     raise NotImplementedError
 
-  def batches(self, indices: Sequence[int], *, num_devices: int = 1):
-    """Fixed-shape batches of ``indices`` (stacked per device if > 1)."""
+  def batches(
+      self, indices: Sequence[int], *, num_devices: int = 1,
+      process_index: int = 0, process_count: int = 1,
+  ):
+    """Fixed-shape batches of ``indices``, this process's part of each.
+
+    A global step takes ``per_device_batch_size * num_devices *
+    process_count`` consecutive items; process ``process_index`` gets rows
+    ``[process_index * num_devices * per_device, ...)`` of it, stacked per
+    local device whenever the step is pmapped (``num_devices > 1`` or
+    several processes).
+    """
     indices = np.asarray(indices, np.int64)
-    size = self.per_device_batch_size * num_devices
+    local = self.per_device_batch_size * num_devices
+    size = local * process_count
+    stack = num_devices > 1 or process_count > 1
     for start in range(0, len(indices), size):
-      batch = self._batch(indices[start : start + size], size)
-      if num_devices > 1:
+      first = start + process_index * local
+      batch = self._batch(indices[first : min(first + local, start + size)],
+                          local)
+      if stack:
         batch = {
             k: v.reshape((num_devices, -1) + v.shape[1:])
             for k, v in batch.items()
         }
       yield batch
 
-  def train_batches(self, epoch: int, *, num_devices: int = 1):
-    """Batches of training epoch ``epoch`` (no padding)."""
-    return self.batches(self.epoch_order(epoch), num_devices=num_devices)
+  def train_batches(self, epoch: int, **shard):
+    """Batches of training epoch ``epoch`` (no padding; see ``batches``)."""
+    return self.batches(self.epoch_order(epoch), **shard)
 
-  def eval_batches(self, split: str, *, num_devices: int = 1):
+  def eval_batches(self, split: str, **shard):
     """Batches of ``split`` in a fixed order (last one padded)."""
-    return self.batches(self.splits[split], num_devices=num_devices)
+    return self.batches(self.splits[split], **shard)

@@ -4,8 +4,9 @@ A method module holds what ``training.loop.train_and_evaluate`` needs from
 one paper, as plain functions (the loop's hooks):
 
 * ``create_data(config, *, num_devices, examples_and_info)`` -> data with
-  ``train_batches(epoch, num_devices=)``, ``eval_batches(split,
-  num_devices=)``, ``splits``, ``vocabularies`` and ``info``;
+  ``train_batches(epoch, num_devices=, process_index=, process_count=)``,
+  ``eval_batches(split, ...)`` (the same keywords: this process's part of
+  each global step), ``splits``, ``vocabularies`` and ``info``;
 * ``create_model(config, vocabularies)`` -> the linen model;
 * ``create_task(config, model, data)`` -> the loss definition, a
   ``training.steps.Task``;

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -101,6 +102,12 @@ def _to_host(tree):
   return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
 
+def _shard() -> dict[str, int]:
+  """This process's part of each global step (``data.train_batches``)."""
+  return {"process_index": jax.process_index(),
+          "process_count": jax.process_count()}
+
+
 def evaluate(
     eval_fn, state, data: Any, split: str, *, num_devices: int,
     tasks: Sequence[str], class_names: dict[str, Sequence[str]],
@@ -113,13 +120,25 @@ def evaluate(
   other per-item arrays (kept in the raw outputs, not scored). Results hold
   ``loss_{name}`` per task head and auxiliary term (its mean over the split)
   and ``loss`` = the task losses plus the weighted auxiliary terms.
+
+  With several processes each evaluates its part of every step and the
+  outputs are gathered (``process_allgather``, in device order), so every
+  process scores the whole split.
   """
   collected: dict[str, list[np.ndarray]] = {}
   loss_sums = 0.0
   loss_norms = 0.0
-  for batch in data.eval_batches(split, num_devices=num_devices):
-    out = _to_host(eval_fn(state, batch))
-    if num_devices > 1:
+  processes = jax.process_count()
+  for batch in data.eval_batches(split, num_devices=num_devices, **_shard()):
+    if processes > 1:
+      out = parallel.local_values(eval_fn(state, batch))
+      out = {
+          k: v.reshape((-1,) + v.shape[2:])
+          for k, v in multihost_utils.process_allgather(out).items()
+      }
+    else:
+      out = _to_host(eval_fn(state, batch))
+    if num_devices > 1 or processes > 1:
       out = {
           k: (v.sum(0) if k.startswith("loss_") else
               v.reshape((-1,) + v.shape[2:]))
@@ -189,9 +208,10 @@ def train_and_evaluate(
   is_main = jax.process_index() == 0
   devices = parallel.local_devices(config.num_devices)
   num_devices = len(devices)
+  num_processes = jax.process_count()
   logging.info(
       "process %d/%d, %d local %s devices",
-      jax.process_index(), jax.process_count(), num_devices,
+      jax.process_index(), num_processes, num_devices,
       devices[0].platform,
   )
   method = methods_lib.get_method(config)
@@ -216,6 +236,9 @@ def train_and_evaluate(
   if hasattr(method, "adapt_initial_state"):
     # E.g. transfer learning: load pretrained weights, replace a head.
     state = method.adapt_initial_state(config, state)
+  if num_processes > 1:
+    # Host copies: what every process saves, restores and replicates.
+    state = jax.device_get(state)
   checkpointer = ckpt_lib.Checkpointer(workdir)
   meta = {"epoch": -1, "best_metric": None, "best_epoch": -1, "bad_epochs": 0}
   restored = checkpointer.restore_latest(ckpt_lib.abstract_like(state))
@@ -223,13 +246,15 @@ def train_and_evaluate(
     state, meta = restored
     logging.info("resumed from epoch %d (step %d)", meta["epoch"],
                  int(state.step))
-  use_pmap = num_devices > 1
+  # Several processes: one pmap over every process's devices (psum across
+  # processes), even with one device each.
+  use_pmap = num_devices > 1 or num_processes > 1
   train_fn, eval_fn = steps_lib.compile_steps(
       task,
       gradnorm_alpha=config.gradnorm.alpha if use_gradnorm else 0.0,
       gradnorm_tx=gradnorm_tx,
       num_devices=num_devices,
-      devices=devices if use_pmap else None,
+      devices=parallel.pmap_devices(num_devices) if use_pmap else None,
   )
   run_state = parallel.replicate(state, devices) if use_pmap else state
   writer = writers.MetricWriter(workdir, enabled=is_main)
@@ -249,14 +274,19 @@ def train_and_evaluate(
     for epoch in range(meta["epoch"] + 1, config.num_epochs):
       epoch_start = time.time()
       step_metrics = []
-      batches = data.train_batches(epoch, num_devices=num_devices)
+      batches = data.train_batches(
+          epoch, num_devices=num_devices, **_shard()
+      )
       for batch in tqdm.tqdm(
           batches, desc=f"epoch {epoch}", leave=False, disable=not is_main
       ):
         run_state, metrics = train_fn(run_state, batch, loop_rng)
         step_metrics.append(metrics)
         timing["train_items"] += method.num_items(batch)
-      step_metrics = _to_host(step_metrics)
+      step_metrics = (
+          parallel.local_values(step_metrics) if num_processes > 1
+          else _to_host(step_metrics)
+      )
       if use_pmap:
         step_metrics = [
             jax.tree_util.tree_map(lambda x: x[0], m) for m in step_metrics
@@ -347,7 +377,8 @@ def train_and_evaluate(
         **timing,
         "train_items_per_second": timing["train_items"]
         / max(timing["train_seconds"], 1e-9),
-        "devices": num_devices,
+        "devices": num_devices * num_processes,
+        "processes": num_processes,
         "platform": devices[0].platform,
     }
     if is_main:

@@ -62,6 +62,38 @@ class GraphDataTest(absltest.TestCase):
       real += int(g.globals["mask"].sum())
     self.assertEqual(real, len(data.splits["test"]))
 
+  def test_each_process_takes_its_devices_part_of_every_step(self):
+    # 2 processes x 2 devices = one process with 4 devices, sliced.
+    data = self._data(num_devices=4)
+    for split, whole in (
+        ("train", list(data.train_batches(5, num_devices=4))),
+        ("test", list(data.eval_batches("test", num_devices=4))),
+    ):
+      parts = [
+          list(data.train_batches(5, num_devices=2, process_index=p,
+                                  process_count=2)) if split == "train" else
+          list(data.eval_batches(split, num_devices=2, process_index=p,
+                                 process_count=2))
+          for p in range(2)
+      ]
+      self.assertLen(parts[0], len(whole))
+      self.assertLen(parts[1], len(whole))
+      for step, batch in enumerate(whole):
+        for p in range(2):
+          for t in batch:
+            np.testing.assert_array_equal(
+                parts[p][step][t].nodes["patches"],
+                batch[t].nodes["patches"][2 * p : 2 * p + 2],
+            )
+            np.testing.assert_array_equal(
+                parts[p][step][t].globals["mask"],
+                batch[t].globals["mask"][2 * p : 2 * p + 2],
+            )
+    # One device per process: still stacked (the step is pmapped).
+    (first, *_) = data.eval_batches("test", process_index=1, process_count=2)
+    self.assertEqual(first["knn"].globals["mask"].shape,
+                     (1, data.budget.n_graph))
+
 
 if __name__ == "__main__":
   absltest.main()

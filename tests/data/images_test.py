@@ -52,6 +52,30 @@ class ImageArraysTest(absltest.TestCase):
     (stacked,) = list(data.train_batches(2, num_devices=2))
     self.assertEqual(stacked["image"].shape, (2, 4, 6, 4))
 
+  def test_each_process_takes_its_rows_of_every_global_batch(self):
+    data = _data(batch_size=2)  # 2 per device; 2 processes x 1 device.
+    for name, whole, parts in (
+        ("train", list(data.train_batches(1, num_devices=2)),
+         [list(data.train_batches(1, process_index=p, process_count=2))
+          for p in range(2)]),
+        ("val", list(data.eval_batches("val", num_devices=2)),
+         [list(data.eval_batches("val", process_index=p, process_count=2))
+          for p in range(2)]),
+    ):
+      for p in range(2):
+        self.assertLen(parts[p], len(whole), name)
+        for step, batch in enumerate(whole):
+          for key, value in batch.items():
+            self.assertEqual(
+                parts[p][step][key].shape, (1, 2) + value.shape[2:]
+            )
+            np.testing.assert_array_equal(
+                parts[p][step][key][0], value[p], err_msg=f"{name} {key}"
+            )
+    # The val split (2 items): process 1's rows are all padding.
+    (last,) = data.eval_batches("val", process_index=1, process_count=2)
+    self.assertFalse(last["mask"].any())
+
   def test_class_counts_ignore_unknown_labels(self):
     data = _data()
     np.testing.assert_array_equal(data.class_counts("train", "a"), [2, 5])

@@ -14,6 +14,7 @@ from mammojax.methods import mtgcn as mtgcn_method
 from mammojax.training import checkpoints as ckpt_lib
 from mammojax.training import loop
 from mammojax.training import steps as steps_lib
+from tests.training import checkpoints_test
 from tests.training import fake_data
 
 
@@ -120,6 +121,38 @@ class LoopTest(absltest.TestCase):
       np.testing.assert_allclose(
           ra["train/epoch_loss"], rb["train/epoch_loss"], rtol=1e-6
       )
+
+  def test_resume_after_damaged_newest_checkpoint(self):
+    examples = fake_data.make_examples(24)
+    straight = self.create_tempdir().full_path
+    expected = loop.train_and_evaluate(
+        _config(), straight, examples_and_info=examples
+    )
+    workdir = self.create_tempdir().full_path
+    loop.train_and_evaluate(_config(), workdir, examples_and_info=examples)
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    steps = sorted(int(s) for s in os.listdir(latest) if s.isdigit())
+    self.assertLen(steps, 2)  # Epochs 0 and 1.
+    self.assertGreater(
+        checkpoints_test.damage_step(os.path.join(latest, str(steps[1]))), 0
+    )
+    with self.assertLogs(level="INFO") as logs:
+      results = loop.train_and_evaluate(
+          _config(), workdir, examples_and_info=examples
+      )
+    log = "\n".join(logs.output)
+    self.assertRegex(
+        log, rf"checkpoint .*latest/{steps[1]} cannot be restored"
+    )
+    self.assertIn(f"resumed from epoch 0 (step {steps[0]})", log)
+    self.assertTrue(os.path.isdir(os.path.join(
+        workdir, "checkpoints", "damaged", f"latest-{steps[1]}")))
+    self.assertEqual(results["meta"], expected["meta"])
+    for split in ("val", "test"):
+      np.testing.assert_allclose(
+          results[split]["loss"], expected[split]["loss"], rtol=1e-6
+      )
+      self.assertEqual(results[split]["graph"], expected[split]["graph"])
 
   def test_non_finite_loss_raises_and_keeps_last_good_checkpoint(self):
     examples, info = fake_data.make_examples(24)
