@@ -4,8 +4,8 @@ Two ``python -m mammojax.main --config.multihost=True`` processes with one
 CPU device each (``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
 ``JAX_PROCESS_ID``, gloo collectives) train on their halves of every global
 step; the final parameters must equal those of one process that pmaps the
-same global batch over 2 host devices, also after stopping after epoch 0 and
-resuming (both processes restore the checkpoint).
+same global batch over 2 host devices, also after one process is killed and
+the same command is run again (both processes restore the checkpoint).
 """
 
 import json
@@ -50,6 +50,8 @@ def _latest_params(workdir: str):
 
 def _launch(workdir: str, port: int, process_id: int, log_path: str,
             flags: tuple[str, ...]):
+  # The reference run of setUpClass built the dataset next to the workdirs.
+  data_dir = os.path.join(os.path.dirname(workdir), "data")
   env = dict(os.environ)
   env.update(
       JAX_PLATFORMS="cpu",
@@ -64,7 +66,9 @@ def _launch(workdir: str, port: int, process_id: int, log_path: str,
   command = [
       sys.executable, "-m", "mammojax.main",
       "--config=configs/mtgcn.py:test", f"--workdir={workdir}",
-      "--config.multihost=True", "--config.num_devices=1", *flags,
+      "--config.multihost=True", "--config.num_devices=1",
+      f"--config.dataset.data_dir={data_dir}",
+      *flags,
   ]
   log = open(log_path, "w")
   return subprocess.Popen(
@@ -95,6 +99,7 @@ class MultihostTest(absltest.TestCase):
     # (also builds the TFDS dataset that the processes then read).
     config = mtgcn.get_config("test")
     config.num_devices = 2
+    config.dataset.data_dir = str(cls.root / "data")
     cls.reference = loop.train_and_evaluate(config, str(cls.root / "one"))
 
   @classmethod
@@ -146,15 +151,48 @@ class MultihostTest(absltest.TestCase):
     self.assertEqual(step, 4)  # 2 epochs x 2 global steps.
     self.assertLess(max_diff, _ATOL)
 
-  def test_two_processes_stop_and_resume(self):
-    workdir, _, _ = self._run_two("resumed", "--config.num_epochs=1")
-    _, logs, _ = self._run_two("resumed")
+  def test_killed_process_then_resume(self):
+    # Kill process 1 (SIGKILL) once the epoch-0 checkpoint is on disk;
+    # process 0 then cannot finish its collectives and is killed too. The
+    # same command then resumes both from that checkpoint.
+    workdir = str(self.root / "killed")
+    port = _free_port()
+    logs = [str(self.root / f"killed_{i}.log") for i in range(2)]
+    launched = [_launch(workdir, port, i, logs[i], ()) for i in range(2)]
+    saved = pathlib.Path(workdir, "checkpoints", "latest", "2")
+    deadline = time.time() + 600
+    try:
+      while not saved.is_dir() and time.time() < deadline:
+        if any(p.poll() is not None for p, _ in launched):
+          break
+        time.sleep(0.05)
+      self.assertTrue(saved.is_dir(), "no epoch-0 checkpoint before the kill")
+      launched[1][0].kill()
+      launched[1][0].wait(timeout=60)
+      time.sleep(1.0)
+      launched[0][0].kill()
+      launched[0][0].wait(timeout=60)
+    finally:
+      for process, log in launched:
+        if process.poll() is None:
+          process.kill()
+          process.wait(timeout=60)
+        log.close()
+    self.assertFalse(pathlib.Path(workdir, "results.json").exists())
+    workdir, texts, _ = self._run_two("killed")
     for i in range(2):
-      self.assertIn("resumed from epoch 0 (step 2)", logs[i], f"process {i}")
+      self.assertIn("resumed from epoch 0 (step 2)", texts[i], f"process {i}")
     step, max_diff = _max_param_diff(str(self.root / "one"), workdir)
-    print(f"resumed: max |params - 1 process x 2 devices|: {max_diff:.3g}")
+    print(f"killed + resumed: max |params - 1 process x 2 devices|: "
+          f"{max_diff:.3g}")
     self.assertEqual(step, 4)
     self.assertLess(max_diff, _ATOL)
+    resumed = json.loads(pathlib.Path(workdir, "results.json").read_text())
+    self.assertEqual(resumed["meta"], self.reference["meta"])
+    for split in ("val", "test"):
+      np.testing.assert_allclose(
+          resumed[split]["loss"], self.reference[split]["loss"], rtol=1e-5
+      )
 
 
 if __name__ == "__main__":
