@@ -8,20 +8,11 @@ import tempfile
 from absl.testing import absltest
 from scipy import stats
 
-from configs import luminal as luminal_configs
 from mammojax.data import pipeline
 from mammojax.experiments import luminal as experiment
+from tests.methods.luminal_test import _test_config
 
 _SYNTHETIC_NOTE = "Synthetic CMMD-like data"
-
-
-def _test_config(data_dir):
-  config = luminal_configs.get_config("test")
-  for stage in experiment.STAGES:
-    config[stage].dataset.data_dir = data_dir
-    # A larger test split so per-fold test metrics differ (t-test).
-    config[stage].dataset.test_fraction = 0.25
-  return config
 
 
 class LuminalProtocolTest(absltest.TestCase):
