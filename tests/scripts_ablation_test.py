@@ -5,18 +5,9 @@ import pathlib
 import subprocess
 import sys
 
+from tests.experiments.ablation_test import _write_fold
+
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _write_fold(workdir, row, fold, graph=None, node=None):
-  test = {}
-  if graph is not None:
-    test["graph"] = {"auc_ovo": graph, "auc_ovr": graph + 0.01}
-  if node is not None:
-    test["node"] = {"auc_ovo": node, "auc_ovr": node + 0.01}
-  path = workdir / row / f"fold{fold}"
-  path.mkdir(parents=True)
-  (path / "results.json").write_text(json.dumps({"test": test}))
 
 
 def test_report_only_tabulates_existing_folds(tmp_path):

@@ -87,3 +87,20 @@ def loss_table(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     if terms:
       out[split] = terms
   return out
+
+
+def run_facts(results: Mapping[str, Any], noun: str) -> dict[str, Any]:
+  """Best epoch, items per split and training throughput of a run.
+
+  ``noun`` names the items (``graphs``, ``items``, ...).
+  """
+  splits = results.get("splits", {})
+  return {
+      "best epoch": results.get("meta", {}).get("best_epoch"),
+      f"{noun} (train/val/test)": "/".join(
+          str(splits.get(k, 0)) for k in ("train", "val", "test")
+      ),
+      f"train {noun}/s": results.get("timing", {}).get(
+          "train_items_per_second"
+      ),
+  }

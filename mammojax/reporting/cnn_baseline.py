@@ -46,16 +46,10 @@ def write_run_report(
           "input": f"{input_description}, {size} x {size}",
           "target": field,
           "fold": f"{config.dataset.fold} of {config.dataset.num_folds}",
-          "best epoch": results.get("meta", {}).get("best_epoch"),
-          "items (train/val/test)": "/".join(
-              str(len(data.splits[k])) for k in ("train", "val", "test")
-          ),
+          **classification.run_facts(results, "items"),
           "clusters (train/val/test)": "/".join(
               str(len(data.example_splits[k]))
               for k in ("train", "val", "test")
-          ),
-          "train items/s": results.get("timing", {}).get(
-              "train_items_per_second"
           ),
       },
       "tasks": tasks,

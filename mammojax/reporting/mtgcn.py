@@ -119,14 +119,7 @@ def write_run_report(
           "hidden size": config.model.hidden_size,
           "fusion": config.model.fusion,
           "GradNorm": gradnorm,
-          "best epoch": results.get("meta", {}).get("best_epoch"),
-          "examples (train/val/test)": "/".join(
-              str(results.get("splits", {}).get(k, 0))
-              for k in ("train", "val", "test")
-          ),
-          "train graphs/s": results.get("timing", {}).get(
-              "train_items_per_second"
-          ),
+          **classification.run_facts(results, "graphs"),
       },
       "tasks": tasks,
       "losses": classification.loss_table(results),

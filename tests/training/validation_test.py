@@ -73,8 +73,16 @@ class ValidationTest(parameterized.TestCase):
                 ("default", "test", "densenet121_patch")]
     protocol = luminal.get_config("protocol")
     configs += [protocol[s] for s in ("pretrain", "transfer", "baseline")]
+    self.assertLen(configs, 12)
     for config in configs:
-      validation.validate_config(config, methods.get_method(config))
+      method = methods.get_method(config)
+      self.assertIsNone(validation.validate_config(config, method))
+      # The same config with one shared key out of range fails, so the
+      # checks really ran on it.
+      broken = ml_collections.ConfigDict(config.to_dict())
+      broken.batch_size = 0
+      with self.assertRaisesRegex(ValueError, r"config\.batch_size=0"):
+        validation.validate_config(broken, method)
 
 
 if __name__ == "__main__":
