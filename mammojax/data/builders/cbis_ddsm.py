@@ -225,7 +225,8 @@ def calc_graph_examples(payload) -> base.ItemResult:
         record.image_path, downsample=config.downsample,
         laterality=record.annotation["laterality"],
     )
-    stored = dicom.load_dicom(ds, orient=False, crop=False)
+    stored = dicom.load_dicom(ds, orient=False, crop=False,
+                              **base.load_options(config))
     mask = base.read_mask(record.roi_mask_path, stored.image.shape,
                           config.downsample)
   except dicom.DicomError as e:
@@ -265,8 +266,8 @@ def calc_graph_examples(payload) -> base.ItemResult:
   }]
   try:
     examples, skipped = graph_examples.examples_from_image(
-        ds, annotation, vocabularies, config, where=item
-    )
+        ds, annotation, vocabularies, config, where=item,
+        counts=result.counts)
   except dicom.DicomError as e:
     result.skipped.append((item, f"unreadable DICOM ({e.reason})"))
     return result
@@ -385,7 +386,9 @@ def mass_examples(payload) -> base.ItemResult:
   try:
     ds, view = whole_image.load_view(
         first.image_path, config, laterality=first.annotation["laterality"])
-    full = dicom.load_dicom(ds, orient=True, crop=False)
+    full = dicom.load_dicom(ds, orient=True, crop=False,
+                            **base.load_options(config))
+    result.counts.update(base.ingestion_counts(full))
   except dicom.DicomError as e:
     for record in records:
       result.skipped.append(

@@ -3,6 +3,17 @@
 Stored pixels are wrapped in a "Digital Mammography X-Ray Image - For
 Presentation" dataset with deterministic UIDs (seed, patient, image), view
 codes, pixel spacing, photometric interpretation and VOI window.
+
+The datasets follow the Digital Mammography X-Ray Image IOD (PS3.3 A.26) as
+David Clunie's validator ``dciodvfy`` (Debian package ``dicom3tools``)
+checks it, with 0 errors (``tests/data/synthetic_dicom_conformance_test.py``):
+General Anatomy Mandatory Macro (Anatomic Region Sequence = SCT 76752008
+"Breast"), Image Laterality only (the General Series Laterality is Type 2C
+and must be absent when Image Laterality is sent), View Code Sequence with
+SNOMED CT codes (SCT 399162004 cranio-caudal, 399368009 medio-lateral
+oblique, CID 4014) and an empty View Modifier Code Sequence, DX Image
+LossyImageCompression "00", Mammography Image PositionerType "MAMMOGRAPHIC"
+and OrganExposed "BREAST", an empty Acquisition Context Sequence.
 """
 
 import os
@@ -17,14 +28,25 @@ from mammojax.data.synthetic.layout import ImageSpec
 from mammojax.data.synthetic.planning import _BreastPlan
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
-_SNOMED_VIEW = {"CC": ("R-10242", "cranio-caudal"),
-                "MLO": ("R-10226", "medio-lateral oblique")}
+# SNOMED CT codes (scheme "SCT", PS3.16 CID 4014 View for Mammography).
+_SNOMED_VIEW = {"CC": ("399162004", "cranio-caudal"),
+                "MLO": ("399368009", "medio-lateral oblique")}
+_BREAST = ("76752008", "Breast")  # CID 4031 Common Anatomic Regions.
 
 
 def _uid(spec: ImageSpec, *parts: str) -> str:
   """A deterministic UID from the seed, patient and `parts`."""
   return generate_uid(entropy_srcs=["mammojax-synthetic", str(spec.seed),
                                     spec.patient_id, *parts])
+
+
+def _code(value: str, meaning: str, scheme: str = "SCT") -> Dataset:
+  """A Code Sequence item (CodeValue, CodingSchemeDesignator, CodeMeaning)."""
+  item = Dataset()
+  item.CodeValue = value
+  item.CodingSchemeDesignator = scheme
+  item.CodeMeaning = meaning
+  return item
 
 
 def _make_dataset(spec: ImageSpec, plan: _BreastPlan, pix: np.ndarray,
@@ -60,14 +82,15 @@ def _make_dataset(spec: ImageSpec, plan: _BreastPlan, pix: np.ndarray,
   ds.StudyID = "1"
   ds.SeriesNumber = 1
   ds.InstanceNumber = spec.index + 1
-  ds.Laterality = spec.laterality
   ds.ImageLaterality = spec.laterality
   ds.ViewPosition = spec.view
-  code, meaning = _SNOMED_VIEW[spec.view]
-  item = Dataset()
-  item.CodeValue, item.CodingSchemeDesignator = code, "SRT"
-  item.CodeMeaning = meaning
-  ds.ViewCodeSequence = [item]
+  ds.ViewCodeSequence = [_code(*_SNOMED_VIEW[spec.view])]
+  ds.ViewCodeSequence[0].ViewModifierCodeSequence = []
+  ds.AnatomicRegionSequence = [_code(*_BREAST)]
+  ds.AcquisitionContextSequence = []
+  ds.PositionerType = "MAMMOGRAPHIC"
+  ds.OrganExposed = "BREAST"
+  ds.LossyImageCompression = "00"
   ds.PatientOrientation = ["P", "L"] if spec.laterality == "L" else ["A", "R"]
   ds.BurnedInAnnotation = "NO"
   ds.BreastImplantPresent = "NO"
