@@ -279,14 +279,12 @@ def _check_fragments(ds: pydicom_dataset.Dataset, name: str) -> None:
   tag (FFFE,E000) + 4-byte length + value; a cut inside a fragment leaves an
   item whose declared length runs past the end of the value.
   """
-  elem = ds.get("PixelData")
-  if elem is None:
+  if "PixelData" not in ds:
     return
-  raw = ds._dict.get(0x7FE00010)  # pylint: disable=protected-access
-  undefined = getattr(raw, "length", None) == 0xFFFFFFFF or getattr(
-      elem, "is_undefined_length", False)
-  value = getattr(raw, "value", None)
-  if not undefined or not isinstance(value, bytes):
+  elem = ds["PixelData"]
+  value = elem.value
+  if not getattr(elem, "is_undefined_length", False) or not isinstance(
+      value, bytes):
     return
   offset, index = 0, 0
   while offset + 8 <= len(value):

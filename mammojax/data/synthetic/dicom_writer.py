@@ -16,6 +16,7 @@ LossyImageCompression "00", Mammography Image PositionerType "MAMMOGRAPHIC"
 and OrganExposed "BREAST", an empty Acquisition Context Sequence.
 """
 
+import copy
 import os
 import pathlib
 
@@ -124,3 +125,50 @@ def write_dicom(path: str | os.PathLike, ds: Dataset) -> None:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   ds.save_as(path, enforce_file_format=True)
+
+
+MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
+
+
+def for_processing(ds: Dataset, relationship: str = "LIN") -> Dataset:
+  """A "For Processing" version of a synthetic For Presentation dataset.
+
+  What a detector's raw output looks like: SOP class Digital Mammography
+  X-Ray Image - For Processing, PresentationIntentType FOR PROCESSING and no
+  VOI window. ``relationship`` 'LOG' keeps the stored values (log
+  attenuation, as written); 'LIN' stores values proportional to the X-ray
+  intensity behind the breast, ``max * exp(-4 * a)`` with ``a`` the
+  presentation values scaled to [0, 1] (bright = dense), as MONOCHROME2 with
+  PixelIntensityRelationshipSign +1 (lower values = less intensity), so the
+  unattenuated background is the brightest part, as in raw detector data.
+
+  Args:
+    ds: a dataset of `generate_image` (not modified).
+    relationship: 'LIN' or 'LOG'.
+  """
+  if relationship not in ("LIN", "LOG"):
+    raise ValueError(f"relationship must be 'LIN' or 'LOG', got "
+                     f"{relationship!r}")
+  out = copy.deepcopy(ds)
+  sop_uid = generate_uid(entropy_srcs=[str(ds.SOPInstanceUID), "processing",
+                                       relationship])
+  out.SOPClassUID = out.file_meta.MediaStorageSOPClassUID = MG_FOR_PROCESSING
+  out.SOPInstanceUID = out.file_meta.MediaStorageSOPInstanceUID = sop_uid
+  out.PresentationIntentType = "FOR PROCESSING"
+  out.ImageType = ["ORIGINAL", "PRIMARY", ""]
+  for keyword in ("WindowCenter", "WindowWidth", "VOILUTFunction",
+                  "WindowCenterWidthExplanation"):
+    if keyword in out:
+      delattr(out, keyword)
+  if relationship == "LIN":
+    max_value = 2**int(ds.BitsStored) - 1
+    a = ds.pixel_array.astype(np.float64) / max_value
+    if str(ds.PhotometricInterpretation) == "MONOCHROME1":
+      a = 1.0 - a
+    lin = np.rint(max_value * np.exp(-4.0 * a)).astype(np.uint16)
+    out.PixelData = np.ascontiguousarray(lin, dtype="<u2").tobytes()
+    out.PhotometricInterpretation = "MONOCHROME2"
+    out.PresentationLUTShape = "IDENTITY"
+    out.PixelIntensityRelationship = "LIN"
+    out.PixelIntensityRelationshipSign = 1
+  return out
