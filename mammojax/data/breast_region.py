@@ -5,8 +5,11 @@ Pure numpy / scipy on 2-D float images (bright = dense). `load_dicom`
 
 - `tissue_side`: the half of the image holding more tissue (taken as the
   chest wall when laterality is unknown).
-- `otsu_threshold`, `breast_bbox`: Otsu threshold + binary opening + largest
-  connected component, bounding box + margin.
+- `breast_bbox`: a threshold just above the background
+  (`background_threshold`), binary opening, border bands removed
+  (`strip_border_bands`), the largest connected component, bounding box +
+  margin. `otsu_threshold` is Otsu's threshold (the FOR PROCESSING display
+  transform uses it to find the breast).
 """
 
 from __future__ import annotations
@@ -54,23 +57,99 @@ def tissue_side(image: np.ndarray) -> str:
   return "right" if right > left else "left"
 
 
+def background_threshold(image: np.ndarray) -> float:
+  """The grey level that separates the breast from the background.
+
+  The background (air) is the darkest part of a presentation-ready
+  mammogram, flat or noisy. Below Otsu's threshold ``otsu`` lie the
+  background and the dim periphery of the breast; the background, the
+  larger part, sets their median ``bg``, and the spread of the values below
+  ``bg`` its noise ``sigma`` (one-sided MAD, blind to the periphery). The
+  threshold is ``bg + max(4 sigma, 0.03 (hi - bg), 0.3 (otsu - bg))``
+  (``hi`` the 99.5th percentile): above the background noise and the haze
+  of digitised films, but well below Otsu's threshold, which, between
+  background and dense tissue, cuts off the thin periphery of the breast (on
+  the synthetic mammograms its box missed 5-15 % of the breast: IoU
+  0.83-0.89 with the true box, against >= 0.96 here;
+  ``scripts/measure_crop.py``).
+  """
+  values = np.asarray(image, np.float64).ravel()
+  otsu = otsu_threshold(values)
+  low = values[values <= otsu]
+  if not low.size:
+    return otsu
+  bg = float(np.median(low))
+  below = bg - low[low <= bg]
+  sigma = 1.4826 * float(np.median(below)) if below.size else 0.0
+  hi = float(np.percentile(values, 99.5))
+  return bg + max(4.0 * sigma, 0.03 * (hi - bg), 0.3 * (otsu - bg))
+
+
+def strip_border_bands(
+    mask: np.ndarray,
+    image: np.ndarray,
+    *,
+    max_fraction: float = 0.12,
+    full: float = 0.9,
+    flat: float = 0.35,
+) -> np.ndarray:
+  """Removes bands along the image border from a foreground mask.
+
+  Edge bands (a bright strip along the bottom of some detectors), collimator
+  borders and scanner frames are foreground lines (rows / columns) at the
+  border that join the breast's component and widen its box. From each of
+  the four borders, the run of lines that are each at least ``full``
+  covered and flat (the standard deviation of their values at most ``flat``
+  times that of the whole foreground: a band is a uniform field, breast
+  tissue is textured) is a band when it is thinner than ``max_fraction`` of
+  the image; the band and one more line are cleared. The breast at the
+  chest wall covers most of the edge lines too, but is not flat, so it
+  stays.
+
+  Returns:
+    A copy of ``mask`` without the bands.
+  """
+  mask = np.array(mask, dtype=bool)
+  if not mask.any():
+    return mask
+  spread = float(np.std(image[mask]))
+  for view, values in ((mask, image), (mask[::-1], image[::-1]),
+                       (mask.T, image.T), (mask.T[::-1], image.T[::-1])):
+    cover = view.mean(axis=1)
+    limit = max(1, int(max_fraction * view.shape[0]))
+
+    def uniform(i, view=view, values=values):
+      v = values[i][view[i]]
+      return v.size > 1 and float(np.std(v)) <= flat * spread
+
+    f = 0
+    while f < limit and cover[f] >= full and uniform(f):
+      f += 1
+    if 0 < f < limit:
+      view[:f + 1] = False  # Views of `mask`: clears it in place.
+  return mask
+
+
 def breast_bbox(
     image: np.ndarray, *, margin: float = 0.01, min_area: float = 0.01
 ) -> tuple[int, int, int, int] | None:
   """Bounding box (x0, y0, x1, y1), half-open, of the breast in `image`.
 
-  Otsu threshold on a ~512 px copy, binary opening (drops thin lines and
-  specks), largest connected component, box grown by `margin` times the
-  long side. None if the image is tiny or the component covers less than
-  `min_area` of the image (then the full frame should be kept).
+  On a ~512 px copy: foreground above `background_threshold`, binary
+  opening (drops thin lines, noise and specks), `strip_border_bands` (edge
+  bands, collimator borders), the largest connected component (burned-in
+  labels and markers are separate components), its box grown by `margin`
+  times the long side. None if the image is tiny or the component covers
+  less than `min_area` of the image (then the full frame should be kept).
   """
   h, w = image.shape
   if min(h, w) < 16:
     return None
   factor = max(1, max(h, w) // 512)
   small = _block_mean(image, factor)
-  mask = small > otsu_threshold(small)
+  mask = small > background_threshold(small)
   mask = ndimage.binary_opening(mask, iterations=2)
+  mask = strip_border_bands(mask, small)
   labels, n = ndimage.label(mask)
   if n == 0:
     return None

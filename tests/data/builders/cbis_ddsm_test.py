@@ -283,7 +283,9 @@ class MassesTest(absltest.TestCase):
                      by_id['Mass-Test_P_00173_RIGHT_CC_2']['image'].tolist())
     for ex in by_id.values():
       image = ex['image'].astype(float)
-      self.assertGreater(image.mean(), 20)
+      # Not mostly background (the crop keeps the dim periphery and the
+      # haze along the film edge: breast_region.background_threshold).
+      self.assertGreater(image.mean(), 15)
       # Laterality-normalised: the chest wall (tissue) is on the left.
       self.assertGreater(image[:, :10].mean(), image[:, -10:].mean())
       self.assertEqual(ex['has_roi_mask'], 0)  # the package has no masks
