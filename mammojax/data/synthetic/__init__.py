@@ -13,7 +13,11 @@ ACR BI-RADS Atlas descriptors):
   nipple bump, skin line and a peripheral thickness fall-off; on MLO views a
   pectoral-muscle triangle at the upper chest-wall corner;
 * parenchyma: a Gaussian power-law field, P(f) ~ 1 / f^beta (amplitude filter
-  f^(-beta/2) on white noise), beta ~ N(2.8, 0.15) clipped to [2.4, 3.2],
+  f^(-beta/2) on white noise), beta ~ N(2.93, 0.05) clipped to
+  [2.83, 3.03], so that the texture measured on the output as on a real
+  mammogram (`measure_image_beta`: Hann-windowed ROIs in the breast, 0.1-1
+  cycles/mm) has a mean of ~3.0 with every image in 2.6-3.3, as real
+  full-field and digitised-film mammograms measure 2.88-3.15;
   scaled by ACR density (a-d) and an envelope that keeps a subcutaneous fat
   layer; `measure_beta` recovers beta from the output;
 * calcifications: supersampled shapes per BI-RADS morphology, rendered as
@@ -78,6 +82,8 @@ from mammojax.data.synthetic.render import SyntheticImage
 from mammojax.data.synthetic.render import apply_windowing
 from mammojax.data.synthetic.render import beta_roi_image
 from mammojax.data.synthetic.render import generate_image
+from mammojax.data.synthetic.render import measure_image_beta
+from mammojax.data.synthetic.texture import breast_power_spectrum_beta
 from mammojax.data.synthetic.texture import measure_beta
 from mammojax.data.synthetic.texture import power_law_texture
 
@@ -99,6 +105,8 @@ __all__ = [
     "for_processing",
     "generate_dataset",
     "generate_image",
+    "measure_image_beta",
+    "breast_power_spectrum_beta",
     "image_spec",
     "measure_beta",
     "plan_dataset",

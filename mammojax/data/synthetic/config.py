@@ -49,9 +49,14 @@ class SyntheticConfig:
   edge_thickness_fraction: float = 0.35
   subcutaneous_fat_mm: tuple[float, float] = (3.0, 16.0)
   skin_line: float = 0.12  # extra attenuation at the skin, fraction of fat
-  beta_mean: float = 2.8
-  beta_std: float = 0.15
-  beta_range: tuple[float, float] = (2.4, 3.2)
+  # Drawn exponent of the parenchyma field. Measured on the output as on a
+  # real mammogram (`render.measure_image_beta`: ROIs in the breast, 0.1-1
+  # cycles/mm) the mean is ~3.0, every image inside 2.6-3.3, as real
+  # full-field and digitised-film mammograms (2.88-3.15); the detector blur
+  # and noise, the thickness fall-off and the windowing add ~+0.07.
+  beta_mean: float = 2.93
+  beta_std: float = 0.05
+  beta_range: tuple[float, float] = (2.83, 3.03)
   density_probs: tuple[float, ...] = (0.1, 0.4, 0.4, 0.1)
   # Glandular fraction mean and texture std per ACR density a-d.
   gland_mean: tuple[float, ...] = (0.05, 0.2, 0.4, 0.6)

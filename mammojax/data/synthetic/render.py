@@ -44,6 +44,7 @@ from mammojax.data.synthetic.masses import _render_mass
 from mammojax.data.synthetic.planning import _BreastPlan
 from mammojax.data.synthetic.planning import _ClusterPlan
 from mammojax.data.synthetic.planning import _plan_breast
+from mammojax.data.synthetic.texture import breast_power_spectrum_beta
 from mammojax.data.synthetic.texture import power_law_texture
 
 
@@ -59,6 +60,8 @@ class SyntheticImage:
       through the DICOM window (pydicom's formula), MONOCHROME1 inverted.
     calcification_mask: bool [H, W], union of the calcification masks.
     breast_mask: bool [H, W], breast (incl. pectoral muscle) vs air.
+    pectoral_mask: bool [H, W], the pectoral muscle (MLO views; all False
+      on CC views).
     beta: the drawn power-law exponent of the parenchyma.
     nipple_xy: nipple position, stored pixel grid.
     cluster_geometry: per cluster, e.g. the segmental triangle (stored xy).
@@ -71,6 +74,7 @@ class SyntheticImage:
   display: np.ndarray
   calcification_mask: np.ndarray
   breast_mask: np.ndarray
+  pectoral_mask: np.ndarray
   beta: float
   nipple_xy: tuple[float, float]
   cluster_geometry: list[dict]
@@ -184,6 +188,31 @@ def beta_roi_image(image: SyntheticImage) -> np.ndarray:
   return np.where(calcs, ndimage.median_filter(roi, size=9), roi)
 
 
+def measure_image_beta(image: SyntheticImage) -> tuple[float, int, float]:
+  """beta of a generated mammogram, measured as on a real one.
+
+  `texture.breast_power_spectrum_beta` on the display image and the breast
+  mask, with the pectoral muscle (+ 5 mm) and masses (outline + 5 mm) kept
+  out of the ROIs, as a reader picks parenchyma (calcifications, a few
+  pixels each, stay: most clusters are too wide to avoid).
+
+  Returns:
+    ``(beta, number of ROIs, ROI side in mm)``.
+  """
+  from mammojax.data.builders import mass_rois  # pylint: disable=g-import-not-at-top
+
+  spacing = float(image.annotation["pixel_spacing_mm"][0])
+  exclude = ndimage.binary_dilation(
+      image.pectoral_mask, iterations=max(1, int(5.0 / spacing)))
+  for mass in image.annotation.get("masses") or []:
+    outline = mass_rois.polygon_mask(np.asarray(mass["contour_xy"]),
+                                     image.display.shape)
+    exclude |= ndimage.binary_dilation(
+        outline, iterations=max(1, int(5.0 / spacing)))
+  return breast_power_spectrum_beta(image.display, image.breast_mask, spacing,
+                                    exclude=exclude)
+
+
 def generate_image(
     config: SyntheticConfig, seed: Any, index: Optional[int] = None
 ) -> SyntheticImage:
@@ -221,6 +250,7 @@ def generate_image(
   breast = (x_mm[None, :] < geo.boundary(y_mm)[:, None]) | (
       (x_mm[None, :] - geo.nipple[0] + geo.nipple_r) ** 2
       + (y_mm[:, None] - geo.nipple[1]) ** 2 < geo.nipple_r ** 2)
+  pectoral = (x_mm[None, :] < geo.pect_x(y_mm)[:, None]) & breast
 
   # Masses.
   masses_out = []
@@ -292,6 +322,7 @@ def generate_image(
   if flip:
     pix, display = pix[:, ::-1], display[:, ::-1]
     calc_mask, breast = calc_mask[:, ::-1], breast[:, ::-1]
+    pectoral = pectoral[:, ::-1]
 
   def to_stored(x: np.ndarray) -> np.ndarray:
     """Normalised-frame column -> stored-grid column."""
@@ -390,6 +421,7 @@ def generate_image(
       spec=spec, dataset=ds, annotation=annotation,
       display=np.ascontiguousarray(display, dtype=np.float32),
       calcification_mask=np.ascontiguousarray(calc_mask),
-      breast_mask=np.ascontiguousarray(breast), beta=plan.beta,
+      breast_mask=np.ascontiguousarray(breast),
+      pectoral_mask=np.ascontiguousarray(pectoral), beta=plan.beta,
       nipple_xy=nipple, cluster_geometry=cluster_geometry,
       beta_roi=(int(r0), int(c0), int(size)))
