@@ -16,6 +16,15 @@ teachers (``config.distill.teachers``) each head mixes the soft-target term
 ``alpha * T^2 * CE(teacher / T, student / T)`` with ``(1 - alpha)`` times
 the hard-label term (Hinton et al., 2015; ``objectives.distillation``).
 
+Prediction (``predict_images``, the hook of ``python -m mammojax.predict``):
+each image is read as in training (``load_dicom(orient=True, crop=False)``:
+full resolution, laterality-normalised), its calcifications come from the
+run's detector or an annotations file and are clustered
+(``mammojax.inference.calcifications``), each cluster becomes the KNN and
+radius graphs of training, and the model runs once per padded budget
+(power-of-two node / edge budgets of ``config.batch_size`` clusters, so
+one compilation per budget, clusters of all images of a chunk batched).
+
 Teachers are earlier runs of the same command (``configs/mtgcn.py:
 teacher_node`` / ``:teacher_graph``): their logits for every example are
 computed once (graphs have no random augmentation) and stored as
@@ -23,6 +32,7 @@ computed once (graphs have no random augmentation) and stored as
 """
 
 import json
+import math
 import os
 from typing import Any, Optional, Sequence
 
@@ -32,8 +42,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 
+from mammojax.data import batching
+from mammojax.data import calcifications as calcs_lib
 from mammojax.data import graph_data
+from mammojax.data import graphs as graphs_lib
+from mammojax.inference import calcifications as calc_inference
+from mammojax.inference import ingest
+from mammojax.inference import results as results_lib
+from mammojax.inference import run as run_lib
 from mammojax.models import mtgcn as mtgcn_lib
 from mammojax.objectives import distillation
 from mammojax.objectives import losses
@@ -323,3 +341,186 @@ def write_report(workdir, config, data, results, raw_outputs, state) -> None:
   """ROC / confusion / GradNorm figures, graphs on crops, ``report.md``."""
   del state
   report_lib.write_run_report(workdir, config, data, results, raw_outputs)
+
+
+# ----------------------------------------------------------------------------
+# Prediction (python -m mammojax.predict).
+
+
+def _pow2(value: int, minimum: int = 64) -> int:
+  return max(minimum, 1 << int(math.ceil(math.log2(max(value, 1)))))
+
+
+def _stored_boxes(full, boxes_out: np.ndarray) -> np.ndarray:
+  """Inclusive output-grid boxes ``[n, 4]`` mapped into the stored grid."""
+  lo = full.to_stored_xy(boxes_out[:, :2])
+  hi = full.to_stored_xy(boxes_out[:, 2:])
+  return np.concatenate(
+      [np.minimum(lo, hi), np.maximum(lo, hi)], axis=1).reshape(-1, 4)
+
+
+def _image_calcifications(source, full, detector, annotations):
+  """``(centers_out, stored centres, stored boxes, areas, clusters, counts,
+  origin)`` of one image; raises PredictError(no_calcification)."""
+  if annotations is not None:
+    entry = annotations.find(source, full.meta.sop_uid)
+    if entry is None:
+      raise results_lib.PredictError(
+          results_lib.NO_CALCIFICATION,
+          f"{annotations.path} has no entry for this file")
+    stored, boxes, areas, clusters = calc_inference.from_annotation(entry)
+    centers = np.asarray(full.to_output_xy(stored), np.float64).reshape(-1, 2)
+    counts = {"annotated": len(stored)}
+    origin = "annotations"
+  else:
+    spacing = float(full.meta.pixel_spacing_mm[1])
+    mask = ingest.breast_mask(full.image, spacing)
+    found = calc_inference.detect(full.image, mask, spacing, detector)
+    centers = np.asarray(found.centers_xy, np.float64).reshape(-1, 2)
+    stored = full.to_stored_xy(centers).reshape(-1, 2)
+    boxes = _stored_boxes(full, np.asarray(found.bboxes, np.float64))
+    areas = np.asarray(found.areas, np.float64)
+    clusters, unclustered = calc_inference.cluster(centers, spacing, detector)
+    counts = {"detections": len(found), "unclustered": unclustered}
+    origin = "detector"
+  if not clusters:
+    raise results_lib.PredictError(
+        results_lib.NO_CALCIFICATION,
+        f"no calcification cluster found ({origin}: {counts})")
+  return centers, stored, boxes, areas, clusters, counts, origin
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+  z = logits - logits.max(axis=-1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def predict_images(run, sources, *, timer, annotations=None,
+                   detector_overrides=None, progress=True):
+  """Per-calcification morphology and per-cluster distribution of images.
+
+  Args:
+    run: the restored run (``inference.run.Run``).
+    sources: DICOM paths.
+    timer: ``inference.results.Timer`` (ingestion, detection, graphs,
+      model).
+    annotations: an ``inference.calcifications.AnnotationIndex`` to take
+      calcifications from instead of the detector.
+    detector_overrides: ``DetectorOptions`` fields to override.
+    progress: show a progress bar.
+
+  Returns:
+    One ``inference.results.ImagePrediction`` per source, in order.
+  """
+  config = run.config
+  detector = calc_inference.detector_options(
+      config, **dict(detector_overrides or {}))
+  gcfg = config.graph
+  graph_types = tuple(gcfg.types)
+  predictions, samples, owners = [], [], []
+  for source in tqdm.tqdm(sources, desc="images", disable=not progress):
+    try:
+      with timer.stage("ingestion"):
+        full = ingest.load(source, orient=True, crop=False)
+        ingest.check_breast(full.image, source)
+      pred = results_lib.ImagePrediction(
+          source=str(source), meta=full.meta,
+          image=ingest.stored_image(full), geometry=ingest.geometry(full))
+      predictions.append(pred)
+      with timer.stage("detection"):
+        centers, stored, boxes, areas, clusters, counts, origin = (
+            _image_calcifications(source, full, detector, annotations))
+      pred.calcification_source, pred.counts = origin, counts
+    except results_lib.PredictError as e:
+      if predictions and predictions[-1].source == str(source):
+        predictions[-1].status, predictions[-1].reason = e.status, e.reason
+      else:
+        predictions.append(results_lib.failed(str(source), e))
+      continue
+    with timer.stage("graphs"):
+      patches = calcs_lib.extract_patches(
+          full.image, centers, detector.patch_size).astype(np.float32)
+      coords = calcs_lib.normalise_coords(
+          centers, full.image.shape).astype(np.float32)
+      cluster_of = {int(i): k for k, members in enumerate(clusters)
+                    for i in members}
+      pred.calcifications = [
+          {"id": i, "center_xy": [float(v) for v in stored[i]],
+           "bbox_xy": [float(v) for v in boxes[i]],
+           "area_px": float(areas[i]), "cluster_id": cluster_of.get(i)}
+          for i in range(len(stored))
+      ]
+      for k, members in enumerate(clusters):
+        pred.clusters.append(
+            {"cluster_id": k, "calcification_ids": [int(i) for i in members]})
+        samples.append(graphs_lib.build_sample_graphs(
+            {"id": f"{source}/c{k}",
+             "nodes": {"patches": patches[members], "coords": coords[members],
+                       "label": np.full(len(members), -1, np.int32)},
+             "label": -1},
+            graph_types=graph_types, knn_k=gcfg.knn_k, radius=gcfg.radius,
+            max_num_neighbors=gcfg.max_num_neighbors))
+        owners.append((pred, k, members))
+  if samples:
+    with timer.stage("model"):
+      outputs = _apply_model(run, samples, graph_types)
+    _fill_probabilities(run, owners, outputs)
+  return predictions
+
+
+def _apply_model(run, samples, graph_types):
+  """Per sample ``(node_probs [n, C] | None, graph_probs [C] | None)``."""
+  model = create_model(run.config, run.vocabularies)
+  batch_size = int(run.config.batch_size)
+  buckets: dict[int, list[int]] = {}
+  for i, s in enumerate(samples):
+    n = int(np.sum(next(iter(s.values())).n_node))
+    buckets.setdefault(_pow2(n, 8), []).append(i)
+  apply = jax.jit(lambda v, b: model.apply(v, b, train=False))
+  variables = None
+  out: list[Any] = [None] * len(samples)
+  for _, members in sorted(buckets.items()):
+    group = [samples[i] for i in members]
+    budget = batching.estimate_budget(
+        group, batch_size, graph_types=graph_types, strategy="max")
+    budget = batching.Budget(
+        n_node=_pow2(budget.n_node),
+        n_edge={t: _pow2(e) for t, e in budget.n_edge.items()},
+        n_graph=budget.n_graph)
+    position = 0
+    for batch in batching.batch_iterator(group, budget,
+                                         batch_size=batch_size):
+      if variables is None:
+        variables = run_lib.check_variables(run, model, batch, train=False)
+      result = jax.device_get(apply(variables, batch))
+      first = batch[graph_types[0]]
+      num_graphs = int(np.sum(first.globals["mask"]))
+      sizes = np.asarray(first.n_node)[:num_graphs]
+      node = (_probabilities(np.asarray(result["node_logits"], np.float64))
+              if "node_logits" in result else None)
+      graph = (_probabilities(np.asarray(result["graph_logits"], np.float64))
+               if "graph_logits" in result else None)
+      start = 0
+      for g in range(num_graphs):
+        out[members[position]] = (
+            None if node is None else node[start:start + sizes[g]],
+            None if graph is None else graph[g])
+        start += int(sizes[g])
+        position += 1
+  return out
+
+
+def _fill_probabilities(run, owners, outputs):
+  morph = list(run.vocabularies["morphology"])
+  dist = list(run.vocabularies["distribution"])
+  for (pred, k, members), (node, graph) in zip(owners, outputs):
+    if node is not None:
+      for row, i in zip(node, members):
+        calc = pred.calcifications[int(i)]
+        calc["morphology"] = {m: float(p) for m, p in zip(morph, row)}
+        calc["predicted_morphology"] = morph[int(np.argmax(row))]
+    if graph is not None:
+      cl = pred.clusters[k]
+      cl["distribution"] = {d: float(p) for d, p in zip(dist, graph)}
+      cl["predicted_distribution"] = dist[int(np.argmax(graph))]

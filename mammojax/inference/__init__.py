@@ -1,0 +1,12 @@
+"""Prediction on a user's DICOM files: what every method's predict shares.
+
+``python -m mammojax.predict`` (``mammojax/predict.py``) restores a run
+(``run``), finds the input files (``inputs``), and hands them to the
+method's ``predict_images`` hook (``mammojax.methods``), which reads each
+image through the training ingestion path (``ingest``), finds the
+calcifications (``calcifications``: the detector, or an annotations file)
+and applies the model; the per-image ``results.ImagePrediction`` are then
+written as ``findings.json``, an overlay PNG, a DICOM Structured Report
+(``mammojax.reporting.structured_report``) and a folder summary
+(``outputs``).
+"""
