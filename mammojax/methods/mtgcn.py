@@ -22,8 +22,9 @@ full resolution, laterality-normalised), its calcifications come from the
 run's detector or an annotations file and are clustered
 (``mammojax.inference.calcifications``), each cluster becomes the KNN and
 radius graphs of training, and the model runs once per padded budget
-(power-of-two node / edge budgets of ``config.batch_size`` clusters, so
-one compilation per budget, clusters of all images of a chunk batched).
+(clusters bucketed by node count, powers of two from 64; power-of-two node
+/ edge budgets of ``config.batch_size`` clusters per bucket, so one
+compilation per budget, clusters of all images of a chunk batched).
 
 Teachers are earlier runs of the same command (``configs/mtgcn.py:
 teacher_node`` / ``:teacher_graph``): their logits for every example are
@@ -476,7 +477,7 @@ def _apply_model(run, samples, graph_types):
   buckets: dict[int, list[int]] = {}
   for i, s in enumerate(samples):
     n = int(np.sum(next(iter(s.values())).n_node))
-    buckets.setdefault(_pow2(n, 8), []).append(i)
+    buckets.setdefault(_pow2(n, 64), []).append(i)
   apply = jax.jit(lambda v, b: model.apply(v, b, train=False))
   variables = None
   out: list[Any] = [None] * len(samples)

@@ -15,11 +15,15 @@ Qualitative Evaluation Group" per predicted cluster on the source image
   predicted distribution, "Calcification Type" (DCM 111009) = the
   morphology most of its calcifications are predicted to have;
 * numeric measurements (unit UCUM ``1``), each inferred from spatial
-  coordinates on the source image: "Number of calcifications" (DCM 111038)
-  and the probability of every distribution class, from a SCOORD
-  MULTIPOINT of all the cluster's calcification centres; for every
-  calcification, the probability of every morphology class, from a SCOORD
-  POINT at its centre. SCOORD pixel convention: (column, row) with (0, 0)
+  coordinates on the source image: "Number of calcifications" (DCM 111038),
+  the probability of every distribution class and the mean (over the
+  cluster's calcifications) probability of every morphology class, from a
+  SCOORD MULTIPOINT of all the cluster's calcification centres; for every
+  calcification, the probability of its predicted morphology (named by
+  the class), from a SCOORD POINT at its centre (the full per-class
+  probabilities are in findings.json: highdicom's content checks grow
+  quickly with the number of items, ~2 s per image for 5 items per
+  calcification). SCOORD pixel convention: (column, row) with (0, 0)
   the top-left corner of the top-left pixel, i.e. findings.json
   ``center_xy`` + 0.5. (A TID 1410 planar-ROI group would take one region
   and highdicom forbids MULTIPOINT regions, hence TID 1501.)
@@ -94,11 +98,16 @@ def class_concept(field: str, name: str) -> hd.sr.CodedConcept:
                 f"{name.replace('_', ' ')} calcification {field}")
 
 
+_PROBABILITY_NAMES = {
+    "distribution": ("PD", "Probability of distribution"),
+    "morphology": ("PM", "Probability of morphology"),
+    "mean_morphology": ("PMM", "Mean probability of morphology"),
+}
+
+
 def _probability_name(field: str, index: int, name: str) -> hd.sr.CodedConcept:
-  what = ("Probability of morphology" if field == "morphology"
-          else "Probability of distribution")
-  return _local(f"P{field[0].upper()}{index}",
-                f"{what} {name.replace('_', ' ')}")
+  prefix, what = _PROBABILITY_NAMES[field]
+  return _local(f"{prefix}{index}", f"{what} {name.replace('_', ' ')}")
 
 
 def _coordinates(points_xy: np.ndarray, source: pydicom.Dataset):
@@ -141,15 +150,22 @@ def _group(k_cluster: dict[str, Any], findings: dict[str, Any],
           name=_probability_name("distribution", i, name),
           value=float(k_cluster["distribution"][name]), unit=_NO_UNITS,
           referenced_coordinates=cluster_points))
+  if members and members[0].get("morphology"):
+    for i, name in enumerate(vocabularies["morphology"]):
+      measurements.append(hd.sr.Measurement(
+          name=_probability_name("mean_morphology", i, name),
+          value=float(np.mean([c["morphology"][name] for c in members])),
+          unit=_NO_UNITS, referenced_coordinates=cluster_points))
   for c in members:
     if not c.get("morphology"):
       continue
-    point = [_coordinates(np.asarray(c["center_xy"]), source)]
-    for i, name in enumerate(vocabularies["morphology"]):
-      measurements.append(hd.sr.Measurement(
-          name=_probability_name("morphology", i, name),
-          value=float(c["morphology"][name]), unit=_NO_UNITS,
-          referenced_coordinates=point))
+    name = c["predicted_morphology"]
+    i = list(vocabularies["morphology"]).index(name)
+    measurements.append(hd.sr.Measurement(
+        name=_probability_name("morphology", i, name),
+        value=float(c["morphology"][name]), unit=_NO_UNITS,
+        referenced_coordinates=[
+            _coordinates(np.asarray(c["center_xy"]), source)]))
   laterality = _LATERALITY.get(str(findings.get("laterality") or ""))
   sites = [hd.sr.FindingSite(anatomic_location=_BREAST,
                              laterality=laterality)]
