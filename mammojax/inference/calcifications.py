@@ -26,7 +26,6 @@ count is reported as ``unclustered``).
 """
 
 import dataclasses
-import importlib
 import os
 from typing import Any, Optional
 
@@ -38,6 +37,7 @@ from scipy.spatial import cKDTree
 from mammojax.data import annotations as annotations_lib
 from mammojax.data import calcification_detector
 from mammojax.data import calcifications as calcs_lib
+from mammojax.inference import datasets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,24 +51,9 @@ class DetectorOptions:
   patch_size: int = 14
 
 
-def _builder_config(dataset_config) -> Any:
-  """The TFDS builder config of a calcification-graph dataset, or None."""
-  from mammojax.data import builders  # pylint: disable=g-import-not-at-top
-  module_name = builders.BUILDER_MODULES.get(str(dataset_config.name))
-  if module_name is None:
-    return None
-  module = importlib.import_module(module_name)
-  wanted = str(dataset_config.get("builder_config", "default"))
-  for value in vars(module).values():
-    for cfg in getattr(value, "BUILDER_CONFIGS", None) or ():
-      if cfg.name == wanted and hasattr(cfg, "patch_size"):
-        return cfg
-  return None
-
-
 def detector_options(config, **overrides) -> DetectorOptions:
   """The run's detector (its dataset's builder config) plus ``overrides``."""
-  cfg = _builder_config(config.dataset)
+  cfg = datasets.builder_config(config.dataset, "patch_size")
   kwargs = {}
   if cfg is not None:
     kwargs["patch_size"] = int(cfg.patch_size)

@@ -9,6 +9,7 @@ image in which ``breast_region.breast_bbox`` finds no breast is
 into the stored grid with ``Mammogram.to_stored_xy``.
 """
 
+import pathlib
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ from scipy import ndimage
 
 from mammojax.data import breast_region
 from mammojax.data import dicom
+from mammojax.data import resample
+from mammojax.data.builders import base
 from mammojax.inference import results
 
 # DicomError reason prefixes -> status (the rest is UNREADABLE).
@@ -95,3 +98,55 @@ def geometry(mammogram: dicom.Mammogram) -> dict[str, Any]:
       "voi": mammogram.voi,
       "inverted": bool(mammogram.inverted),
   }
+
+
+def load_whole_image(
+    source: str, image_size: tuple[int, int], downsample: int = 1,
+) -> tuple[Any, dicom.Mammogram]:
+  """The whole-image builders' view of ``source`` (``whole_image.load_view``).
+
+  ``base.read_dataset`` (block-averaged by ``downsample``) then
+  ``load_dicom(orient=True, crop=True, resize=image_size)``; header problems
+  are found first (``dicom.read_metadata``) so every bad file gets its
+  status.
+
+  Returns:
+    ``(dataset, view)``: the in-memory (downsampled) dataset and the view.
+  """
+  try:
+    dicom.read_metadata(source)
+    ds = base.read_dataset(pathlib.Path(source), downsample=downsample)
+  except dicom.DicomError as e:
+    raise results.PredictError(status_of(e), e.reason) from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise results.PredictError(
+        results.UNREADABLE, f"cannot read the pixel data ({e})") from e
+  return ds, load(ds, orient=True, crop=True, resize=tuple(image_size))
+
+
+def view_map_to_stored(
+    values: np.ndarray, view: dicom.Mammogram,
+) -> np.ndarray:
+  """A map over a resized view back onto the view's stored grid.
+
+  The inverse of ``load_dicom``'s crop, mirror and resize: ``values`` (any
+  size, aligned with ``view.image``) is resized to the view, its content
+  part (without the zero padding) resized to the crop box, mirrored back
+  for flipped views and placed at the crop box of a zero ``stored_shape``
+  array.
+  """
+  values = np.asarray(values, np.float32)
+  height, width = view.image.shape
+  if values.shape != (height, width):
+    values = resample.resize_image(values, (height, width))
+  x0, y0, x1, y1 = view.crop_box
+  sy, sx = view.scale
+  content = (min(height, max(1, int(round((y1 - y0) * sy)))),
+             min(width, max(1, int(round((x1 - x0) * sx)))))
+  region = resample.resize_image(values[: content[0], : content[1]],
+                                 (y1 - y0, x1 - x0))
+  if view.flipped:
+    region = region[:, ::-1]
+  out = np.zeros(view.stored_shape, np.float32)
+  out[y0:y1, x0:x1] = region
+  return out

@@ -470,15 +470,28 @@ def predict_images(run, sources, *, timer, annotations=None,
   return predictions
 
 
+_JITTED: dict[str, Any] = {}
+
+
+def _jitted_apply(run):
+  """``(model, jitted eval apply)`` of a run's config, built once per
+  process (repeated predict calls reuse the compilations)."""
+  key = json.dumps([run.config_hash, run.vocabularies], sort_keys=True)
+  if key not in _JITTED:
+    model = create_model(run.config, run.vocabularies)
+    _JITTED[key] = (
+        model, jax.jit(lambda v, b: model.apply(v, b, train=False)))
+  return _JITTED[key]
+
+
 def _apply_model(run, samples, graph_types):
   """Per sample ``(node_probs [n, C] | None, graph_probs [C] | None)``."""
-  model = create_model(run.config, run.vocabularies)
+  model, apply = _jitted_apply(run)
   batch_size = int(run.config.batch_size)
   buckets: dict[int, list[int]] = {}
   for i, s in enumerate(samples):
     n = int(np.sum(next(iter(s.values())).n_node))
     buckets.setdefault(_pow2(n, 64), []).append(i)
-  apply = jax.jit(lambda v, b: model.apply(v, b, train=False))
   variables = None
   out: list[Any] = [None] * len(samples)
   for _, members in sorted(buckets.items()):

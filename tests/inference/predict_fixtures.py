@@ -104,3 +104,34 @@ def checkpointed_run(workdir: str, annotations_path: str, *, config=None):
       "vocabularies": {k: list(v) for k, v in data.vocabularies.items()},
   })
   return config
+
+
+def checkpointed_image_run(workdir: str, config, vocabularies=None):
+  """A workdir of an image method (luminal, CNN baseline), initial state.
+
+  Args:
+    workdir: where to write it.
+    config: the run's config (its ``batch_size`` x the builder's image size
+      is the init batch).
+    vocabularies: written to results.json.
+
+  Returns:
+    The config.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mammojax.inference import datasets  # pylint: disable=g-import-not-at-top
+  method = methods.get_method(config)
+  model = method.create_model(config, vocabularies or {})
+  task = method.create_task(config, model, None)
+  built = datasets.builder_config(config.dataset, "image_size")
+  size = tuple(config.dataset.get("image_size") or built.image_size)
+  batch = {"image": np.zeros((config.batch_size,) + size, np.uint8),
+           "mask": np.ones((config.batch_size,), bool)}
+  state = loop.create_train_state(config, model, task, batch,
+                                  jax.random.key(0), None, {})
+  checkpointer = checkpoints.Checkpointer(workdir)
+  checkpointer.save_best(2, jax.device_get(state), {"epoch": 0})
+  checkpointer.close()
+  writers.write_json(os.path.join(workdir, "results.json"), {
+      "config": config.to_dict(), "vocabularies": vocabularies or {}})
+  return config
