@@ -11,7 +11,7 @@ OUT_DIR gets ``<name>.findings.json``, ``<name>.overlay.png`` and
 ``reporting.structured_report``; for images with at least one cluster); the folder gets ``predictions.csv`` (one
 row per input), ``skipped.log`` (inputs that could not be predicted, and
 files of input folders that are not DICOM) and ``summary.json`` (counts
-per status, stage timings, images/s).
+per status, stage, restore and output timings, images/s).
 
 Exit status: 0 when at least one image was analysed (status ``ok`` or
 ``no_calcification``), 1 when every input failed (or none was found), 2 for
@@ -85,14 +85,19 @@ def _predict_chunk(run, chunk, **kwargs) -> list[results_lib.ImagePrediction]:
     return out
 
 
-def _write_image_outputs(run, pred, out_dir, used, *, overlay, sr):
-  """findings.json (+ overlay PNG, SR) of one prediction; returns findings."""
+def _write_image_outputs(run, pred, out_dir, used, *, overlay, sr,
+                         seconds):
+  """findings.json (+ overlay PNG, SR) of one prediction; returns findings.
+
+  ``seconds`` accumulates the wall time per output kind.
+  """
   from mammojax.reporting import gradcam_overlay  # pylint: disable=g-import-not-at-top
   from mammojax.reporting import predict_overlay  # pylint: disable=g-import-not-at-top
   from mammojax.reporting import structured_report  # pylint: disable=g-import-not-at-top
   stem = outputs.output_stem(pred.source, pred.meta, used)
   files = {"findings_json": os.path.join(out_dir, f"{stem}.findings.json")}
   facts = run.model_facts()
+  tick = time.perf_counter()
   if overlay and pred.image is not None and pred.analysed:
     path = os.path.join(out_dir, f"{stem}.overlay.png")
     try:
@@ -108,10 +113,13 @@ def _write_image_outputs(run, pred, out_dir, used, *, overlay, sr):
       else:
         predict_overlay.save_calcification_overlay(
             path, pred.image, pred.calcifications, pred.clusters,
-            run.vocabularies, title=title)
+            run.vocabularies, title=title, heatmap=pred.heatmap)
       files["overlay_png"] = path
     except Exception as e:  # pylint: disable=broad-except
       logging.exception("overlay of %s failed: %s", pred.source, e)
+  now = time.perf_counter()
+  seconds["overlay_png"] += now - tick
+  tick = now
   if sr and pred.clusters and pred.meta is not None:
     path = os.path.join(out_dir, f"{stem}.sr.dcm")
     try:
@@ -121,8 +129,12 @@ def _write_image_outputs(run, pred, out_dir, used, *, overlay, sr):
       files["structured_report"] = path
     except Exception as e:  # pylint: disable=broad-except
       logging.exception("structured report of %s failed: %s", pred.source, e)
+  now = time.perf_counter()
+  seconds["structured_report"] += now - tick
+  tick = now
   findings = outputs.findings_dict(pred, facts, files)
   outputs.write_json(files["findings_json"], findings)
+  seconds["findings_json"] += time.perf_counter() - tick
   pred.image = None  # Free the pixels once written.
   pred.heatmap = None
   return findings
@@ -153,6 +165,7 @@ def run_predict(
     raise ValueError(f"--chunk={chunk}: expected >= 1")
   start = time.perf_counter()
   run = run_lib.load_run(workdir)
+  restore_seconds = time.perf_counter() - start
   index = (calc_inference.AnnotationIndex(annotations)
            if annotations else None)
   candidates, ignored = inputs_lib.discover(inputs)
@@ -160,12 +173,15 @@ def run_predict(
   timer = results_lib.Timer()
   rows, skipped, used = [], [], set()
   counts = {s: 0 for s in results_lib.STATUSES}
+  output_seconds = {"findings_json": 0.0, "overlay_png": 0.0,
+                    "structured_report": 0.0}
   kwargs = dict(timer=timer, annotations=index,
                 detector_overrides=detector_overrides, progress=progress)
   for i in range(0, len(candidates), chunk):
     for pred in _predict_chunk(run, candidates[i:i + chunk], **kwargs):
       findings = _write_image_outputs(
-          run, pred, out_dir, used, overlay=overlay, sr=structured_report)
+          run, pred, out_dir, used, overlay=overlay, sr=structured_report,
+          seconds=output_seconds)
       rows.append(outputs.csv_row(findings))
       counts[pred.status] += 1
       if not pred.analysed:
@@ -183,6 +199,8 @@ def run_predict(
       "analysed": analysed,
       "statuses": {k: v for k, v in counts.items() if v},
       "stage_seconds": {k: round(v, 4) for k, v in timer.seconds.items()},
+      "restore_seconds": round(restore_seconds, 4),
+      "output_seconds": {k: round(v, 4) for k, v in output_seconds.items()},
       "seconds_total": round(seconds, 4),
       "images_per_second": (len(candidates) / seconds) if seconds else None,
       "model": run.model_facts(),

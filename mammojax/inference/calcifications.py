@@ -27,17 +27,20 @@ count is reported as ``unclustered``).
 
 import dataclasses
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
+import tqdm
 
 from mammojax.data import annotations as annotations_lib
 from mammojax.data import calcification_detector
 from mammojax.data import calcifications as calcs_lib
 from mammojax.inference import datasets
+from mammojax.inference import ingest
+from mammojax.inference import results as results_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,3 +165,117 @@ def from_annotation(
     clusters = [np.arange(len(calcs))]
   return (centers, np.asarray(bboxes, np.float64).reshape(-1, 4),
           np.asarray(areas, np.float64), clusters)
+
+
+def _stored_boxes(full, boxes_out: np.ndarray) -> np.ndarray:
+  """Inclusive output-grid boxes ``[n, 4]`` mapped into the stored grid."""
+  lo = full.to_stored_xy(boxes_out[:, :2])
+  hi = full.to_stored_xy(boxes_out[:, 2:])
+  return np.concatenate(
+      [np.minimum(lo, hi), np.maximum(lo, hi)], axis=1).reshape(-1, 4)
+
+
+@dataclasses.dataclass
+class FoundCalcifications:
+  """The calcifications of one image, ready for a model.
+
+  Attributes:
+    prediction: its ``ImagePrediction`` (``calcifications`` and
+      ``clusters`` filled with geometry; probabilities still to come).
+    mammogram: the ``load_dicom(orient=True, crop=False)`` image, the grid
+      of training's patches and coordinates.
+    centers_xy: ``[n, 2]`` centres in ``mammogram.image``'s grid.
+    clusters: index arrays into the calcifications.
+    patch_size: node patch size of the run's dataset.
+  """
+
+  prediction: results_lib.ImagePrediction
+  mammogram: Any
+  centers_xy: np.ndarray
+  clusters: list[np.ndarray]
+  patch_size: int
+
+
+def _find(source, full, options, annotations):
+  if annotations is not None:
+    entry = annotations.find(source, full.meta.sop_uid)
+    if entry is None:
+      raise results_lib.PredictError(
+          results_lib.NO_CALCIFICATION,
+          f"{annotations.path} has no entry for this file")
+    stored, boxes, areas, clusters = from_annotation(entry)
+    centers = np.asarray(full.to_output_xy(stored), np.float64).reshape(-1, 2)
+    counts = {"annotated": len(stored)}
+    origin = "annotations"
+  else:
+    spacing = float(full.meta.pixel_spacing_mm[1])
+    mask = ingest.breast_mask(full.image, spacing)
+    found = detect(full.image, mask, spacing, options)
+    centers = np.asarray(found.centers_xy, np.float64).reshape(-1, 2)
+    stored = full.to_stored_xy(centers).reshape(-1, 2)
+    boxes = _stored_boxes(full, np.asarray(found.bboxes, np.float64))
+    areas = np.asarray(found.areas, np.float64)
+    clusters, unclustered = cluster(centers, spacing, options)
+    counts = {"detections": len(found), "unclustered": unclustered}
+    origin = "detector"
+  return centers, stored, boxes, areas, clusters, counts, origin
+
+
+def read_and_find(
+    sources: Sequence[str], config: Any, *, timer: results_lib.Timer,
+    annotations: Optional[AnnotationIndex] = None,
+    detector_overrides: Optional[dict[str, Any]] = None,
+    progress: bool = True,
+) -> tuple[list[results_lib.ImagePrediction], list[FoundCalcifications]]:
+  """Reads every source as training does and finds its calcifications.
+
+  Each file goes through ``load_dicom(orient=True, crop=False)`` (full
+  resolution, laterality-normalised: the grid of training's patches), the
+  breast check, then the annotations or the detector and clustering
+  (module docstring). Failures become predictions with a status.
+
+  Returns:
+    ``(predictions, found)``: one prediction per source, in order, and the
+    images with at least one cluster.
+  """
+  options = detector_options(config, **dict(detector_overrides or {}))
+  predictions, found = [], []
+  for source in tqdm.tqdm(sources, desc="images", disable=not progress):
+    try:
+      with timer.stage("ingestion"):
+        full = ingest.load(source, orient=True, crop=False)
+        ingest.check_breast(full.image, source)
+    except results_lib.PredictError as e:
+      predictions.append(results_lib.failed(str(source), e))
+      continue
+    pred = results_lib.ImagePrediction(
+        source=str(source), meta=full.meta,
+        image=ingest.stored_image(full), geometry=ingest.geometry(full))
+    predictions.append(pred)
+    try:
+      with timer.stage("detection"):
+        centers, stored, boxes, areas, clusters, counts, origin = _find(
+            source, full, options, annotations)
+    except results_lib.PredictError as e:
+      pred.status, pred.reason = e.status, e.reason
+      continue
+    pred.calcification_source, pred.counts = origin, counts
+    if not clusters:
+      pred.status = results_lib.NO_CALCIFICATION
+      pred.reason = f"no calcification cluster found ({origin}: {counts})"
+      continue
+    cluster_of = {int(i): k for k, members in enumerate(clusters)
+                  for i in members}
+    pred.calcifications = [
+        {"id": i, "center_xy": [float(v) for v in stored[i]],
+         "bbox_xy": [float(v) for v in boxes[i]],
+         "area_px": float(areas[i]), "cluster_id": cluster_of.get(i)}
+        for i in range(len(stored))
+    ]
+    pred.clusters = [
+        {"cluster_id": k, "calcification_ids": [int(i) for i in members]}
+        for k, members in enumerate(clusters)
+    ]
+    found.append(FoundCalcifications(
+        pred, full, centers, clusters, options.patch_size))
+  return predictions, found

@@ -43,14 +43,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 
 from mammojax.data import batching
 from mammojax.data import calcifications as calcs_lib
 from mammojax.data import graph_data
 from mammojax.data import graphs as graphs_lib
 from mammojax.inference import calcifications as calc_inference
-from mammojax.inference import ingest
 from mammojax.inference import results as results_lib
 from mammojax.inference import run as run_lib
 from mammojax.models import mtgcn as mtgcn_lib
@@ -352,45 +350,6 @@ def _pow2(value: int, minimum: int = 64) -> int:
   return max(minimum, 1 << int(math.ceil(math.log2(max(value, 1)))))
 
 
-def _stored_boxes(full, boxes_out: np.ndarray) -> np.ndarray:
-  """Inclusive output-grid boxes ``[n, 4]`` mapped into the stored grid."""
-  lo = full.to_stored_xy(boxes_out[:, :2])
-  hi = full.to_stored_xy(boxes_out[:, 2:])
-  return np.concatenate(
-      [np.minimum(lo, hi), np.maximum(lo, hi)], axis=1).reshape(-1, 4)
-
-
-def _image_calcifications(source, full, detector, annotations):
-  """``(centers_out, stored centres, stored boxes, areas, clusters, counts,
-  origin)`` of one image; raises PredictError(no_calcification)."""
-  if annotations is not None:
-    entry = annotations.find(source, full.meta.sop_uid)
-    if entry is None:
-      raise results_lib.PredictError(
-          results_lib.NO_CALCIFICATION,
-          f"{annotations.path} has no entry for this file")
-    stored, boxes, areas, clusters = calc_inference.from_annotation(entry)
-    centers = np.asarray(full.to_output_xy(stored), np.float64).reshape(-1, 2)
-    counts = {"annotated": len(stored)}
-    origin = "annotations"
-  else:
-    spacing = float(full.meta.pixel_spacing_mm[1])
-    mask = ingest.breast_mask(full.image, spacing)
-    found = calc_inference.detect(full.image, mask, spacing, detector)
-    centers = np.asarray(found.centers_xy, np.float64).reshape(-1, 2)
-    stored = full.to_stored_xy(centers).reshape(-1, 2)
-    boxes = _stored_boxes(full, np.asarray(found.bboxes, np.float64))
-    areas = np.asarray(found.areas, np.float64)
-    clusters, unclustered = calc_inference.cluster(centers, spacing, detector)
-    counts = {"detections": len(found), "unclustered": unclustered}
-    origin = "detector"
-  if not clusters:
-    raise results_lib.PredictError(
-        results_lib.NO_CALCIFICATION,
-        f"no calcification cluster found ({origin}: {counts})")
-  return centers, stored, boxes, areas, clusters, counts, origin
-
-
 def _probabilities(logits: np.ndarray) -> np.ndarray:
   z = logits - logits.max(axis=-1, keepdims=True)
   e = np.exp(z)
@@ -415,54 +374,28 @@ def predict_images(run, sources, *, timer, annotations=None,
     One ``inference.results.ImagePrediction`` per source, in order.
   """
   config = run.config
-  detector = calc_inference.detector_options(
-      config, **dict(detector_overrides or {}))
   gcfg = config.graph
   graph_types = tuple(gcfg.types)
-  predictions, samples, owners = [], [], []
-  for source in tqdm.tqdm(sources, desc="images", disable=not progress):
-    try:
-      with timer.stage("ingestion"):
-        full = ingest.load(source, orient=True, crop=False)
-        ingest.check_breast(full.image, source)
-      pred = results_lib.ImagePrediction(
-          source=str(source), meta=full.meta,
-          image=ingest.stored_image(full), geometry=ingest.geometry(full))
-      predictions.append(pred)
-      with timer.stage("detection"):
-        centers, stored, boxes, areas, clusters, counts, origin = (
-            _image_calcifications(source, full, detector, annotations))
-      pred.calcification_source, pred.counts = origin, counts
-    except results_lib.PredictError as e:
-      if predictions and predictions[-1].source == str(source):
-        predictions[-1].status, predictions[-1].reason = e.status, e.reason
-      else:
-        predictions.append(results_lib.failed(str(source), e))
-      continue
-    with timer.stage("graphs"):
+  predictions, found = calc_inference.read_and_find(
+      sources, config, timer=timer, annotations=annotations,
+      detector_overrides=detector_overrides, progress=progress)
+  samples, owners = [], []
+  with timer.stage("graphs"):
+    for image in found:
       patches = calcs_lib.extract_patches(
-          full.image, centers, detector.patch_size).astype(np.float32)
+          image.mammogram.image, image.centers_xy, image.patch_size
+      ).astype(np.float32)
       coords = calcs_lib.normalise_coords(
-          centers, full.image.shape).astype(np.float32)
-      cluster_of = {int(i): k for k, members in enumerate(clusters)
-                    for i in members}
-      pred.calcifications = [
-          {"id": i, "center_xy": [float(v) for v in stored[i]],
-           "bbox_xy": [float(v) for v in boxes[i]],
-           "area_px": float(areas[i]), "cluster_id": cluster_of.get(i)}
-          for i in range(len(stored))
-      ]
-      for k, members in enumerate(clusters):
-        pred.clusters.append(
-            {"cluster_id": k, "calcification_ids": [int(i) for i in members]})
+          image.centers_xy, image.mammogram.image.shape).astype(np.float32)
+      for k, members in enumerate(image.clusters):
         samples.append(graphs_lib.build_sample_graphs(
-            {"id": f"{source}/c{k}",
+            {"id": f"{image.prediction.source}/c{k}",
              "nodes": {"patches": patches[members], "coords": coords[members],
                        "label": np.full(len(members), -1, np.int32)},
              "label": -1},
             graph_types=graph_types, knn_k=gcfg.knn_k, radius=gcfg.radius,
             max_num_neighbors=gcfg.max_num_neighbors))
-        owners.append((pred, k, members))
+        owners.append((image.prediction, k, members))
   if samples:
     with timer.stage("model"):
       outputs = _apply_model(run, samples, graph_types)

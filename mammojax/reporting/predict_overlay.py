@@ -1,7 +1,7 @@
 """The overlay PNG of a calcification prediction, readable at a glance.
 
 Left: the whole mammogram in its stored orientation (as a viewer shows the
-file), each cluster outlined in the colour of its predicted distribution and
+file), with a Grad-CAM map where the method gives one, each cluster outlined in the colour of its predicted distribution and
 labelled with it and its probability. Right: a zoom on each of the first
 ``max_zoom`` clusters, every calcification marked by its predicted
 morphology (marker shape *and* colour, so it reads in grey too). Colours
@@ -38,6 +38,7 @@ def save_calcification_overlay(
     vocabularies: dict[str, Sequence[str]],
     *,
     title: str = "",
+    heatmap: Any = None,
     max_zoom: int = 2,
     dpi: int = 100,
 ) -> str:
@@ -52,6 +53,9 @@ def save_calcification_overlay(
       ``predicted_distribution`` and ``distribution`` (probabilities).
     vocabularies: ``morphology`` and ``distribution`` class names.
     title: figure title.
+    heatmap: optional float ``[rows, columns]`` map in [0, 1] (e.g. a
+      cluster crop's Grad-CAM in the stored grid), drawn translucent
+      (``inferno``) where positive.
     max_zoom: zoom panels (the first clusters).
     dpi: resolution.
 
@@ -74,6 +78,10 @@ def save_calcification_overlay(
                                pts[:, 2].max() + pad, pts[:, 3].max() + pad)
   ax = fig.add_subplot(1, ncols, 1)
   ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
+  if heatmap is not None:
+    heat = np.ma.masked_less_equal(np.asarray(heatmap, np.float32), 0.05)
+    ax.imshow(heat, cmap="inferno", vmin=0, vmax=1, alpha=0.45,
+              interpolation="antialiased")
   for cl in clusters:
     x0, y0, x1, y1 = boxes[cl["cluster_id"]]
     name = cl.get("predicted_distribution")

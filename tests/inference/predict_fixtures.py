@@ -106,7 +106,17 @@ def checkpointed_run(workdir: str, annotations_path: str, *, config=None):
   return config
 
 
-def checkpointed_image_run(workdir: str, config, vocabularies=None):
+class _Counts:
+  """What ``create_task`` of an image method reads of its data."""
+
+  def class_counts(self, split, field):
+    del split, field
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    return np.ones(5, np.int64)
+
+
+def checkpointed_image_run(workdir: str, config, vocabularies=None,
+                           image_shape=None):
   """A workdir of an image method (luminal, CNN baseline), initial state.
 
   Args:
@@ -114,6 +124,7 @@ def checkpointed_image_run(workdir: str, config, vocabularies=None):
     config: the run's config (its ``batch_size`` x the builder's image size
       is the init batch).
     vocabularies: written to results.json.
+    image_shape: the model input (default: the builder's image size).
 
   Returns:
     The config.
@@ -122,9 +133,11 @@ def checkpointed_image_run(workdir: str, config, vocabularies=None):
   from mammojax.inference import datasets  # pylint: disable=g-import-not-at-top
   method = methods.get_method(config)
   model = method.create_model(config, vocabularies or {})
-  task = method.create_task(config, model, None)
-  built = datasets.builder_config(config.dataset, "image_size")
-  size = tuple(config.dataset.get("image_size") or built.image_size)
+  task = method.create_task(config, model, _Counts())
+  size = image_shape
+  if size is None:
+    built = datasets.builder_config(config.dataset, "image_size")
+    size = tuple(config.dataset.get("image_size") or built.image_size)
   batch = {"image": np.zeros((config.batch_size,) + size, np.uint8),
            "mask": np.ones((config.batch_size,), bool)}
   state = loop.create_train_state(config, model, task, batch,

@@ -1,5 +1,6 @@
-"""``python -m mammojax.predict`` with an image method (luminal transfer):
-image-level probabilities and a Grad-CAM overlay in the stored grid."""
+"""``python -m mammojax.predict`` with the image methods: luminal transfer
+(image-level probabilities, Grad-CAM overlay in the stored grid) and the
+image-level CNN baseline (distribution per cluster crop, Grad-CAM)."""
 
 import contextlib
 import csv
@@ -11,8 +12,10 @@ import shutil
 from absl.testing import absltest
 import numpy as np
 
+from configs import cnn_baseline as cnn_configs
 from configs import luminal as luminal_configs
 from mammojax import predict
+from mammojax.reporting import structured_report
 from tests.inference import predict_fixtures
 
 
@@ -59,6 +62,44 @@ class PredictImageTest(absltest.TestCase):
       with open(row["overlay_png"], "rb") as f:
         self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
       self.assertEqual(row["structured_report"], "")
+
+  def test_cnn_baseline_image_level_distributions_and_gradcam(self):
+    root = pathlib.Path(absltest.get_default_test_tmpdir()) / "predict_cnn"
+    shutil.rmtree(root, ignore_errors=True)
+    data = root / "data"
+    annotations = predict_fixtures.make_dataset(str(data), num_images=2,
+                                                seed=1)
+    config = cnn_configs.get_config("test")
+    config.dataset.name = "dicom_folder_calcifications"
+    config.batch_size = 2
+    config.num_devices = 1
+    vocabularies = json.loads(pathlib.Path(annotations).read_text())[
+        "vocabularies"]
+    workdir = str(root / "run")
+    size = int(config.baseline.image_size)
+    predict_fixtures.checkpointed_image_run(
+        workdir, config, vocabularies, image_shape=(size, size))
+    out = root / "out"
+    with contextlib.redirect_stdout(io.StringIO()):
+      status = predict.main([f"--workdir={workdir}", f"--out={out}",
+                             f"--annotations={annotations}", str(data),
+                             "--no-progress"])
+    self.assertEqual(status, 0)
+    with open(out / "predictions.csv") as f:
+      rows = list(csv.DictReader(f))
+    self.assertLen(rows, 2)
+    for row in rows:
+      self.assertEqual(row["status"], "ok", row["reason"])
+      findings = json.loads(pathlib.Path(row["findings_json"]).read_text())
+      for cl in findings["clusters"]:
+        self.assertEqual(list(cl["distribution"]),
+                         vocabularies["distribution"])
+        self.assertAlmostEqual(sum(cl["distribution"].values()), 1.0, 5)
+      self.assertIsNone(findings["calcifications"][0]["morphology"])
+      sr = structured_report.read_structured_report(row["structured_report"])
+      self.assertLen(sr["groups"], len(findings["clusters"]))
+      with open(row["overlay_png"], "rb") as f:
+        self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
   def test_heatmap_maps_back_through_crop_flip_and_resize(self):
     from mammojax.data import dicom  # pylint: disable=g-import-not-at-top
