@@ -404,22 +404,24 @@ def predict_images(run, sources, *, timer, annotations=None,
 
 
 _JITTED: dict[str, Any] = {}
+# (run key, node bucket) -> the largest budget compiled so far.
+_BUDGETS: dict[Any, Any] = {}
 
 
 def _jitted_apply(run):
-  """``(model, jitted eval apply)`` of a run's config, built once per
+  """``(key, model, jitted eval apply)`` of a run's config, built once per
   process (repeated predict calls reuse the compilations)."""
   key = json.dumps([run.config_hash, run.vocabularies], sort_keys=True)
   if key not in _JITTED:
     model = create_model(run.config, run.vocabularies)
     _JITTED[key] = (
         model, jax.jit(lambda v, b: model.apply(v, b, train=False)))
-  return _JITTED[key]
+  return (key,) + _JITTED[key]
 
 
 def _apply_model(run, samples, graph_types):
   """Per sample ``(node_probs [n, C] | None, graph_probs [C] | None)``."""
-  model, apply = _jitted_apply(run)
+  key, model, apply = _jitted_apply(run)
   batch_size = int(run.config.batch_size)
   buckets: dict[int, list[int]] = {}
   for i, s in enumerate(samples):
@@ -427,7 +429,7 @@ def _apply_model(run, samples, graph_types):
     buckets.setdefault(_pow2(n, 64), []).append(i)
   variables = None
   out: list[Any] = [None] * len(samples)
-  for _, members in sorted(buckets.items()):
+  for bucket, members in sorted(buckets.items()):
     group = [samples[i] for i in members]
     budget = batching.estimate_budget(
         group, batch_size, graph_types=graph_types, strategy="max")
@@ -435,6 +437,18 @@ def _apply_model(run, samples, graph_types):
         n_node=_pow2(budget.n_node),
         n_edge={t: _pow2(e) for t, e in budget.n_edge.items()},
         n_graph=budget.n_graph)
+    # Reuse a compiled budget of this bucket that holds the new one.
+    used = _BUDGETS.get((key, bucket))
+    if used is not None and budget.n_node <= used.n_node and all(
+        budget.n_edge[t] <= used.n_edge[t] for t in budget.n_edge):
+      budget = used
+    elif used is not None:
+      budget = batching.Budget(
+          n_node=max(budget.n_node, used.n_node),
+          n_edge={t: max(budget.n_edge[t], used.n_edge[t])
+                  for t in budget.n_edge},
+          n_graph=budget.n_graph)
+    _BUDGETS[(key, bucket)] = budget
     position = 0
     for batch in batching.batch_iterator(group, budget,
                                          batch_size=batch_size):

@@ -30,6 +30,12 @@ def _style(names: Sequence[str], name: Any, table: Sequence[str]) -> str:
   return table[list(names).index(name) % len(table)]
 
 
+def _text_colour(hex_colour: str) -> str:
+  """Black or white, whichever reads on ``hex_colour`` (relative luminance)."""
+  r, g, b = (int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+  return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.4 else "white"
+
+
 def save_calcification_overlay(
     path: str,
     image: np.ndarray,
@@ -93,8 +99,9 @@ def save_calcification_overlay(
     label = f"c{cl['cluster_id']}: {name or '?'}"
     if p is not None:
       label += f" {p:.2f}"
-    ax.text(x0, y0 - 4, label, color=colour, fontsize=8, va="bottom",
-            bbox=dict(facecolor="black", alpha=0.6, pad=1, linewidth=0))
+    ax.text(x0, y0 - 4, label, color=_text_colour(colour), fontsize=8,
+            va="bottom",
+            bbox=dict(facecolor=colour, alpha=0.9, pad=1, linewidth=0))
   ax.set_xlim(-0.5, width - 0.5)
   ax.set_ylim(height - 0.5, -0.5)
   ax.set_axis_off()
@@ -131,6 +138,10 @@ def save_calcification_overlay(
                         linewidth=2, label=f"distribution: {d}")
       for k, d in enumerate(dist)
   ]
+  if any(c.get("predicted_morphology") is None for c in calcifications):
+    handles.append(mpl_lines.Line2D(
+        [], [], marker="x", color="#FFFFFF", markeredgecolor="#777777",
+        linestyle="none", label="morphology: not predicted"))
   if handles:
     fig.legend(handles=handles, loc="lower center",
                ncol=min(4, len(handles)), fontsize=7, frameon=False)
