@@ -20,6 +20,7 @@ version's parameter tree, a method without the hook), naming the path.
 """
 
 import argparse
+import json
 import logging as py_logging
 import os
 import sys
@@ -230,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (run_lib.RunError, ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(outputs.json.dumps(
+  print(json.dumps(
       {k: summary[k] for k in ("inputs", "ignored", "analysed", "statuses",
                                "stage_seconds", "images_per_second")},
       indent=2))

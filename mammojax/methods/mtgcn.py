@@ -49,7 +49,6 @@ from mammojax.data import calcifications as calcs_lib
 from mammojax.data import graph_data
 from mammojax.data import graphs as graphs_lib
 from mammojax.inference import calcifications as calc_inference
-from mammojax.inference import results as results_lib
 from mammojax.inference import run as run_lib
 from mammojax.models import mtgcn as mtgcn_lib
 from mammojax.objectives import distillation
