@@ -18,7 +18,19 @@ one paper, as plain functions (the loop's hooks):
   any work (``training.validation``);
 * optional ``adapt_initial_state(config, state)`` -> state: runs on the
   freshly initialised state of a new run (not on a resumed one), e.g. to load
-  pretrained weights.
+  pretrained weights;
+* optional ``predict_images(run, sources, *, timer, annotations,
+  detector_overrides, progress)`` -> one ``inference.results.
+  ImagePrediction`` per DICOM path of ``sources``, in order: the method's
+  prediction on new files for ``python -m mammojax.predict``. ``run`` is the
+  restored run (``inference.run.Run``: config, vocabularies, best
+  variables); ``timer`` times the stages (ingestion, detection, graphs,
+  model); ``annotations`` (an ``inference.calcifications.AnnotationIndex``
+  or None) replaces calcification detection; bad inputs become predictions
+  with a status (``inference.results``), never exceptions. Shared parts
+  (ingestion, calcifications, outputs, SR) live in ``mammojax.inference``
+  and ``mammojax.reporting``; a method without the hook is a clear error of
+  the predict command naming it.
 
 Every method shares the loop, the steps, checkpoints, metrics and writers;
 no method module imports another (shared code lives in ``data/``,

@@ -28,6 +28,16 @@ Data and batches are ``data.images.ImageArrays`` (float32 ``[B, S, S]``
 inputs in [0, 1], the target under ``label``; class-balanced resampling on it
 when ``config.dataset.class_balanced``); the loss is the class-weighted
 cross-entropy of ``objectives.classification.ImageClassificationTask``.
+Prediction (``predict_images``, the hook of ``python -m mammojax.predict``):
+calcifications and clusters come from the run's detector or an annotations
+file, as for MT-GCN (``inference.calcifications.read_and_find``); the
+patch level classifies each calcification's patch (the builder's patch,
+resized to ``baseline.patch_size``) into a morphology, the image level each
+cluster's crop (the builder's square crop, resized to
+``baseline.image_size``) into a distribution with a Grad-CAM map of the
+predicted class, taken back into the stored grid for the overlay. Inputs
+are batched to ``config.batch_size`` (one compilation).
+
 Optional random flips (``config.baseline.flip``) run inside the jitted train
 step on the step's key.
 """
@@ -37,7 +47,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mammojax.data import calcifications as calcs_lib
 from mammojax.data import images as images_lib
+from mammojax.data.builders import graph_examples
+from mammojax.inference import calcifications as calc_inference
+from mammojax.inference import datasets as inference_datasets
+from mammojax.inference import run as run_lib
+from mammojax.models import gradcam as gradcam_lib
 from mammojax.data import splits as splits_lib
 from mammojax.models import cnn
 from mammojax.models.cnn import classifier
@@ -240,3 +256,108 @@ def write_report(workdir, config, data, results, raw_outputs, state) -> None:
       workdir, config, data, results, raw_outputs,
       input_description=LEVELS[data.level][2],
   )
+
+
+# ----------------------------------------------------------------------------
+# Prediction (python -m mammojax.predict).
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+  z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  return z / z.sum(axis=-1, keepdims=True)
+
+
+def _cam_to_stored(cam, box, image_shape, flipped):
+  """A crop's map back into the stored grid (zeros outside the box)."""
+  ix0, iy0, ix1, iy1 = (int(v) for v in box)
+  height, width = image_shape
+  region = images_lib.resize_images(
+      np.asarray(cam, np.float32)[None], (iy1 - iy0, ix1 - ix0))[0]
+  out = np.zeros(image_shape, np.float32)
+  sx0, sy0, sx1, sy1 = max(ix0, 0), max(iy0, 0), min(ix1, width), min(iy1,
+                                                                      height)
+  out[sy0:sy1, sx0:sx1] = region[sy0 - iy0:sy1 - iy0, sx0 - ix0:sx1 - ix0]
+  return out[:, ::-1] if flipped else out
+
+
+def predict_images(run, sources, *, timer, annotations=None,
+                   detector_overrides=None, progress=True):
+  """Morphology per calcification (patch level) or distribution per
+  cluster with a Grad-CAM map (image level).
+
+  Args:
+    run: the restored run (``inference.run.Run``).
+    sources: DICOM paths.
+    timer: ``inference.results.Timer``.
+    annotations: an ``inference.calcifications.AnnotationIndex``.
+    detector_overrides: ``DetectorOptions`` fields to override.
+    progress: show a progress bar.
+
+  Returns:
+    One ``inference.results.ImagePrediction`` per source, in order.
+  """
+  config = run.config
+  level = check_level(config)
+  bcfg = config.baseline
+  predictions, found = calc_inference.read_and_find(
+      sources, config, timer=timer, annotations=annotations,
+      detector_overrides=detector_overrides, progress=progress)
+  built = inference_datasets.builder_config(config.dataset, "crop_size")
+  crop_size = int(getattr(built, "crop_size", 192))
+  inputs, owners = [], []
+  with timer.stage("graphs"):
+    for image in found:
+      full = image.mammogram
+      if level == "patch":
+        patches = calcs_lib.extract_patches(
+            full.image, image.centers_xy, image.patch_size)
+        for members in image.clusters:
+          for i in members:
+            inputs.append(patches[int(i)])
+            owners.append((image, int(i), None))
+      else:
+        spacing = float(full.meta.pixel_spacing_mm[1])
+        for k, members in enumerate(image.clusters):
+          crop, box = graph_examples._square_crop(  # pylint: disable=protected-access
+              full.image, image.centers_xy[members], spacing, crop_size)
+          inputs.append(np.asarray(crop, np.float32) / 255.0)
+          owners.append((image, k, box))
+  if not inputs:
+    return predictions
+  size = int(bcfg.patch_size if level == "patch" else bcfg.image_size)
+  stack = images_lib.resize_images(np.stack(inputs).astype(np.float32),
+                                   (size, size))
+  with timer.stage("model"):
+    model = create_model(config, run.vocabularies)
+    variables = run_lib.check_variables(run, model, stack[:1], train=False)
+    layer = cnn.GRADCAM_LAYERS[bcfg.model]
+    explain = jax.jit(lambda v, x: gradcam_lib.gradcam(
+        model, v, x, layer=layer))
+    batch_size = int(config.batch_size)
+    logits, cams = [], []
+    for start in range(0, len(stack), batch_size):
+      chunk = stack[start:start + batch_size]
+      padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
+      padded[: len(chunk)] = chunk
+      out = jax.device_get(explain(variables, jnp.asarray(padded)))
+      logits.append(np.asarray(out.logits)[: len(chunk)])
+      cams.append(np.asarray(out.cam)[: len(chunk)])
+    probs = _softmax(np.concatenate(logits).astype(np.float64))
+    cams = np.concatenate(cams)
+  field = LEVELS[level][1]
+  names = list(run.vocabularies[field])
+  for (image, index, box), p, cam in zip(owners, probs, cams):
+    pred = image.prediction
+    values = {n: float(v) for n, v in zip(names, p)}
+    best = names[int(np.argmax(p))]
+    if level == "patch":
+      pred.calcifications[index]["morphology"] = values
+      pred.calcifications[index]["predicted_morphology"] = best
+    else:
+      pred.clusters[index]["distribution"] = values
+      pred.clusters[index]["predicted_distribution"] = best
+      stored = _cam_to_stored(cam, box, image.mammogram.image.shape,
+                              image.mammogram.flipped)
+      pred.heatmap = (stored if pred.heatmap is None
+                      else np.maximum(pred.heatmap, stored))
+  return predictions

@@ -26,6 +26,18 @@ Weighted random sampling balances ``config.dataset.balance_field`` when
 ``class_balanced``. The loss is
 ``objectives.classification.ImageClassificationTask``.
 
+Prediction (``predict_images``, the hook of ``python -m mammojax.predict``):
+each file is read as the whole-image builders read it (the run's builder
+config: ``downsample``, then ``load_dicom`` with orientation, breast crop
+and resize to its ``image_size``; then ``config.dataset.image_size``), the
+images are batched to ``config.batch_size`` (one compilation) and one
+jitted Grad-CAM pass gives the logits and the map: the predicted class of
+the luminal head, or the sigmoid logit of ``config.report.gradcam_task``
+(default the last task) for MLMC pretraining. Probabilities are the
+softmax (luminal) or per-task sigmoids (MLMC, ``[1 - p, p]``); the map is
+taken back into the stored grid (``inference.ingest.view_map_to_stored``)
+for the overlay.
+
 Augmentation (flip, AugMix, equalisation, erasing with the paper's
 probabilities, ``config.augment``) runs inside the jitted train step on the
 step's key (``fold_in(loop_rng, step)``), so resumed runs replay it.
@@ -38,8 +50,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 
 from mammojax.data import augment as augment_lib
+from mammojax.data import dicom
+from mammojax.data.builders import base as builders_base
+from mammojax.inference import datasets as inference_datasets
+from mammojax.inference import ingest
+from mammojax.inference import results as results_lib
+from mammojax.inference import run as run_lib
+from mammojax.models import gradcam as gradcam_lib
 from mammojax.data import images as images_lib
 from mammojax.data import splits as splits_lib
 from mammojax.models import cnn
@@ -316,3 +336,103 @@ def write_report(workdir, config, data, results, raw_outputs, state) -> None:
       model=create_model(config, data.vocabularies),
       class_names={t: class_names(data, t) for t in config.tasks},
   )
+
+
+# ----------------------------------------------------------------------------
+# Prediction (python -m mammojax.predict).
+
+
+def _class_names(vocabularies, task: str) -> list[str]:
+  if task == LUMINAL_TASK:
+    return list(vocabularies.get("luminal", ["non_luminal", "luminal"]))
+  return list(_BINARY_CLASS_NAMES[task])
+
+
+def predict_images(run, sources, *, timer, annotations=None,
+                   detector_overrides=None, progress=True):
+  """Image-level probabilities and a Grad-CAM map per image.
+
+  Args:
+    run: the restored run (``inference.run.Run``).
+    sources: DICOM paths.
+    timer: ``inference.results.Timer``.
+    annotations, detector_overrides: unused (whole-image method).
+    progress: show a progress bar.
+
+  Returns:
+    One ``inference.results.ImagePrediction`` per source, in order.
+  """
+  del annotations, detector_overrides
+  config = run.config
+  tasks = check_tasks(config.tasks)
+  built = inference_datasets.builder_config(config.dataset, "image_size")
+  size = tuple(built.image_size) if built is not None else (256, 160)
+  downsample = int(getattr(built, "downsample", 1) or 1)
+  predictions, images, views = [], [], []
+  for source in tqdm.tqdm(sources, desc="images", disable=not progress):
+    try:
+      with timer.stage("ingestion"):
+        ds, view = ingest.load_whole_image(source, size, downsample)
+        ingest.check_breast(view.image, source)
+        stored = ingest.load(ds, orient=False, crop=False)
+    except results_lib.PredictError as e:
+      predictions.append(results_lib.failed(str(source), e))
+      continue
+    pred = results_lib.ImagePrediction(
+        source=str(source), kind=results_lib.KIND_IMAGE,
+        meta=dicom_meta(source, stored.meta), image=stored.image,
+        geometry=dict(ingest.geometry(view), downsample=downsample))
+    predictions.append(pred)
+    image = builders_base.to_uint8(view.image)[None]
+    images.append(images_lib.resize_images(
+        image, config.dataset.get("image_size") or ())[0])
+    views.append((pred, view))
+  if not images:
+    return predictions
+  with timer.stage("model"):
+    model = create_model(config, run.vocabularies)
+    batch_size = int(config.batch_size)
+    stack = np.stack(images).astype(np.float32) / 255.0
+    variables = run_lib.check_variables(run, model, stack[:1], train=False)
+    focus = config.get("report", {}).get("gradcam_task") or tasks[-1]
+    focus = focus if focus in tasks else tasks[-1]
+    softmax = tasks == (LUMINAL_TASK,)
+    targets = None if softmax else tasks.index(focus)
+    layer = cnn.GRADCAM_LAYERS[config.model.name]
+    explain = jax.jit(lambda v, x: gradcam_lib.gradcam(
+        model, v, x, layer=layer, targets=targets))
+    logits, cams = [], []
+    for start in range(0, len(stack), batch_size):
+      chunk = stack[start:start + batch_size]
+      padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
+      padded[: len(chunk)] = chunk
+      out = jax.device_get(explain(variables, jnp.asarray(padded)))
+      logits.append(np.asarray(out.logits)[: len(chunk)])
+      cams.append(np.asarray(out.cam)[: len(chunk)])
+    logits, cams = np.concatenate(logits), np.concatenate(cams)
+  for (pred, view), row, cam in zip(views, logits, cams):
+    row = np.asarray(row, np.float64)
+    if softmax:
+      p = np.exp(row - row.max())
+      p /= p.sum()
+      names = _class_names(run.vocabularies, LUMINAL_TASK)
+      pred.image_probabilities = {
+          LUMINAL_TASK: {n: float(v) for n, v in zip(names, p)}}
+    else:
+      for t, z in zip(tasks, row):
+        p1 = float(1 / (1 + np.exp(-z)))
+        names = _class_names(run.vocabularies, t)
+        pred.image_probabilities[t] = {names[0]: 1 - p1, names[1]: p1}
+    pred.counts = {"gradcam_task": focus}
+    pred.heatmap = ingest.view_map_to_stored(cam, view)
+  return predictions
+
+
+def dicom_meta(source, meta):
+  """The header facts of the file (not of its downsampled in-memory copy)."""
+  if getattr(meta, "rows", None) is None:
+    return meta
+  try:
+    return dicom.read_metadata(source)
+  except dicom.DicomError:
+    return meta

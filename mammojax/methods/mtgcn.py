@@ -16,6 +16,16 @@ teachers (``config.distill.teachers``) each head mixes the soft-target term
 ``alpha * T^2 * CE(teacher / T, student / T)`` with ``(1 - alpha)`` times
 the hard-label term (Hinton et al., 2015; ``objectives.distillation``).
 
+Prediction (``predict_images``, the hook of ``python -m mammojax.predict``):
+each image is read as in training (``load_dicom(orient=True, crop=False)``:
+full resolution, laterality-normalised), its calcifications come from the
+run's detector or an annotations file and are clustered
+(``mammojax.inference.calcifications``), each cluster becomes the KNN and
+radius graphs of training, and the model runs once per padded budget
+(clusters bucketed by node count, powers of two from 64; power-of-two node
+/ edge budgets of ``config.batch_size`` clusters per bucket, so one
+compilation per budget, clusters of all images of a chunk batched).
+
 Teachers are earlier runs of the same command (``configs/mtgcn.py:
 teacher_node`` / ``:teacher_graph``): their logits for every example are
 computed once (graphs have no random augmentation) and stored as
@@ -23,6 +33,7 @@ computed once (graphs have no random augmentation) and stored as
 """
 
 import json
+import math
 import os
 from typing import Any, Optional, Sequence
 
@@ -33,7 +44,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mammojax.data import batching
+from mammojax.data import calcifications as calcs_lib
 from mammojax.data import graph_data
+from mammojax.data import graphs as graphs_lib
+from mammojax.inference import calcifications as calc_inference
+from mammojax.inference import run as run_lib
 from mammojax.models import mtgcn as mtgcn_lib
 from mammojax.objectives import distillation
 from mammojax.objectives import losses
@@ -323,3 +339,148 @@ def write_report(workdir, config, data, results, raw_outputs, state) -> None:
   """ROC / confusion / GradNorm figures, graphs on crops, ``report.md``."""
   del state
   report_lib.write_run_report(workdir, config, data, results, raw_outputs)
+
+
+# ----------------------------------------------------------------------------
+# Prediction (python -m mammojax.predict).
+
+
+def _pow2(value: int, minimum: int = 64) -> int:
+  return max(minimum, 1 << int(math.ceil(math.log2(max(value, 1)))))
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+  z = logits - logits.max(axis=-1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def predict_images(run, sources, *, timer, annotations=None,
+                   detector_overrides=None, progress=True):
+  """Per-calcification morphology and per-cluster distribution of images.
+
+  Args:
+    run: the restored run (``inference.run.Run``).
+    sources: DICOM paths.
+    timer: ``inference.results.Timer`` (ingestion, detection, graphs,
+      model).
+    annotations: an ``inference.calcifications.AnnotationIndex`` to take
+      calcifications from instead of the detector.
+    detector_overrides: ``DetectorOptions`` fields to override.
+    progress: show a progress bar.
+
+  Returns:
+    One ``inference.results.ImagePrediction`` per source, in order.
+  """
+  config = run.config
+  gcfg = config.graph
+  graph_types = tuple(gcfg.types)
+  predictions, found = calc_inference.read_and_find(
+      sources, config, timer=timer, annotations=annotations,
+      detector_overrides=detector_overrides, progress=progress)
+  samples, owners = [], []
+  with timer.stage("graphs"):
+    for image in found:
+      patches = calcs_lib.extract_patches(
+          image.mammogram.image, image.centers_xy, image.patch_size
+      ).astype(np.float32)
+      coords = calcs_lib.normalise_coords(
+          image.centers_xy, image.mammogram.image.shape).astype(np.float32)
+      for k, members in enumerate(image.clusters):
+        samples.append(graphs_lib.build_sample_graphs(
+            {"id": f"{image.prediction.source}/c{k}",
+             "nodes": {"patches": patches[members], "coords": coords[members],
+                       "label": np.full(len(members), -1, np.int32)},
+             "label": -1},
+            graph_types=graph_types, knn_k=gcfg.knn_k, radius=gcfg.radius,
+            max_num_neighbors=gcfg.max_num_neighbors))
+        owners.append((image.prediction, k, members))
+  if samples:
+    with timer.stage("model"):
+      outputs = _apply_model(run, samples, graph_types)
+    _fill_probabilities(run, owners, outputs)
+  return predictions
+
+
+_JITTED: dict[str, Any] = {}
+# (run key, node bucket) -> the largest budget compiled so far.
+_BUDGETS: dict[Any, Any] = {}
+
+
+def _jitted_apply(run):
+  """``(key, model, jitted eval apply)`` of a run's config, built once per
+  process (repeated predict calls reuse the compilations)."""
+  key = json.dumps([run.config_hash, run.vocabularies], sort_keys=True)
+  if key not in _JITTED:
+    model = create_model(run.config, run.vocabularies)
+    _JITTED[key] = (
+        model, jax.jit(lambda v, b: model.apply(v, b, train=False)))
+  return (key,) + _JITTED[key]
+
+
+def _apply_model(run, samples, graph_types):
+  """Per sample ``(node_probs [n, C] | None, graph_probs [C] | None)``."""
+  key, model, apply = _jitted_apply(run)
+  batch_size = int(run.config.batch_size)
+  buckets: dict[int, list[int]] = {}
+  for i, s in enumerate(samples):
+    n = int(np.sum(next(iter(s.values())).n_node))
+    buckets.setdefault(_pow2(n, 64), []).append(i)
+  variables = None
+  out: list[Any] = [None] * len(samples)
+  for bucket, members in sorted(buckets.items()):
+    group = [samples[i] for i in members]
+    budget = batching.estimate_budget(
+        group, batch_size, graph_types=graph_types, strategy="max")
+    budget = batching.Budget(
+        n_node=_pow2(budget.n_node),
+        n_edge={t: _pow2(e) for t, e in budget.n_edge.items()},
+        n_graph=budget.n_graph)
+    # Reuse a compiled budget of this bucket that holds the new one.
+    used = _BUDGETS.get((key, bucket))
+    if used is not None and budget.n_node <= used.n_node and all(
+        budget.n_edge[t] <= used.n_edge[t] for t in budget.n_edge):
+      budget = used
+    elif used is not None:
+      budget = batching.Budget(
+          n_node=max(budget.n_node, used.n_node),
+          n_edge={t: max(budget.n_edge[t], used.n_edge[t])
+                  for t in budget.n_edge},
+          n_graph=budget.n_graph)
+    _BUDGETS[(key, bucket)] = budget
+    position = 0
+    for batch in batching.batch_iterator(group, budget,
+                                         batch_size=batch_size):
+      if variables is None:
+        variables = run_lib.check_variables(run, model, batch, train=False)
+      result = jax.device_get(apply(variables, batch))
+      first = batch[graph_types[0]]
+      num_graphs = int(np.sum(first.globals["mask"]))
+      sizes = np.asarray(first.n_node)[:num_graphs]
+      node = (_probabilities(np.asarray(result["node_logits"], np.float64))
+              if "node_logits" in result else None)
+      graph = (_probabilities(np.asarray(result["graph_logits"], np.float64))
+               if "graph_logits" in result else None)
+      start = 0
+      for g in range(num_graphs):
+        out[members[position]] = (
+            None if node is None else node[start:start + sizes[g]],
+            None if graph is None else graph[g])
+        start += int(sizes[g])
+        position += 1
+  return out
+
+
+def _fill_probabilities(run, owners, outputs):
+  morph = list(run.vocabularies["morphology"])
+  dist = list(run.vocabularies["distribution"])
+  for (pred, k, members), (node, graph) in zip(owners, outputs):
+    if node is not None:
+      for row, i in zip(node, members):
+        calc = pred.calcifications[int(i)]
+        calc["morphology"] = {m: float(p) for m, p in zip(morph, row)}
+        calc["predicted_morphology"] = morph[int(np.argmax(row))]
+    if graph is not None:
+      cl = pred.clusters[k]
+      cl["distribution"] = {d: float(p) for d, p in zip(dist, graph)}
+      cl["predicted_distribution"] = dist[int(np.argmax(graph))]

@@ -163,19 +163,23 @@ def abstract_like(tree: Any) -> Any:
   )
 
 
-def restore_best_variables(workdir: str, *, config_key: str) -> dict[str, Any]:
-  """``{'params': ..., 'batch_stats': ...}`` of another run's best checkpoint.
+def restore_best_checkpoint(
+    workdir: str, *, config_key: str
+) -> tuple[dict[str, Any], int, str]:
+  """``(variables, step, path)`` of a run's best checkpoint.
 
-  Used to start from, or distil from, an earlier run of the same command
-  (transfer learning, teachers).
+  ``variables`` is ``{'params': ..., **model_state}`` as saved (no target
+  tree: the caller checks it against its model), ``step`` the training step
+  it was saved at and ``path`` the best manager's folder.
 
   Args:
-    workdir: the earlier run's workdir.
-    config_key: the config key that named ``workdir`` (for the error).
+    workdir: the run's workdir.
+    config_key: the config key or flag that named ``workdir`` (for the
+      error).
 
   Raises:
-    FileNotFoundError: naming ``config_key`` when the run has no best
-      checkpoint.
+    FileNotFoundError: naming ``config_key`` and the path when the run has
+      no best checkpoint.
   """
   path = os.path.abspath(os.path.join(workdir, "checkpoints", "best"))
   if not os.path.isdir(path):
@@ -193,4 +197,22 @@ def restore_best_variables(workdir: str, *, config_key: str) -> dict[str, Any]:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
     )
   state = restored.state
-  return {"params": state["params"], **dict(state["model_state"])}
+  variables = {"params": state["params"], **dict(state["model_state"])}
+  return variables, int(step), path
+
+
+def restore_best_variables(workdir: str, *, config_key: str) -> dict[str, Any]:
+  """``{'params': ..., 'batch_stats': ...}`` of another run's best checkpoint.
+
+  Used to start from, or distil from, an earlier run of the same command
+  (transfer learning, teachers).
+
+  Args:
+    workdir: the earlier run's workdir.
+    config_key: the config key that named ``workdir`` (for the error).
+
+  Raises:
+    FileNotFoundError: naming ``config_key`` when the run has no best
+      checkpoint.
+  """
+  return restore_best_checkpoint(workdir, config_key=config_key)[0]

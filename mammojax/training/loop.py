@@ -373,6 +373,11 @@ def train_and_evaluate(
         )
     results["splits"] = {k: len(v) for k, v in data.splits.items()}
     results["build_report"] = data.info.get("build_report", {})
+    # The label vocabularies the model's heads index (``mammojax.predict``
+    # rebuilds the model from them).
+    results["vocabularies"] = {
+        k: list(v) for k, v in data.vocabularies.items()
+    }
     results["timing"] = {
         **timing,
         "train_items_per_second": timing["train_items"]
