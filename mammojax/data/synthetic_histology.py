@@ -13,7 +13,8 @@ patient, magnification, number of nuclei, tubules and mitoses, the mean
 nuclear area and the nuclear pixel fraction. The ``databiox`` builder reads
 the tree back like a real download (its ``synthetic*`` configs generate it
 first). Command line: ``python -m mammojax.data.synthetic_histology --out
-DIR [--patients-per-grade 8 --tiles-per-patient 4 --seed 0]``.
+DIR [--patients-per-grade 8 --tiles-per-patient 4 --seed 0 --figure
+PNG]`` (``--figure``: one 40x tile per grade, docs/datasets.md).
 
 Rendering (numpy, deterministic per ``seed``; one generator per tile seeded
 from ``(seed, grade, patient, magnification, tile)``): stain concentration
@@ -351,6 +352,24 @@ def write_dataset(
   return manifest
 
 
+def example_figure(path, *, seed: int = 0,
+                   size: tuple[int, int] = (192, 256)) -> str:
+  """PNG with one 40x tile per grade (the docs' figure); returns ``path``."""
+  from matplotlib import figure as mfigure  # pylint: disable=g-import-not-at-top
+
+  fig = mfigure.Figure(figsize=(10.5, 3.0), dpi=100)
+  axes = fig.subplots(1, 3)
+  for ax, patient in zip(axes, make_patients(1, seed)):
+    rgb, stats = render_tile(patient, "40x", 1, size=size, seed=seed)
+    ax.imshow(rgb)
+    ax.set_title(f"grade {patient.grade}: {stats['num_tubules']} tubules, "
+                 f"{stats['num_mitoses']} mitoses", fontsize=9)
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path)
+  return str(path)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True)
@@ -359,7 +378,11 @@ def main(argv=None):
   parser.add_argument("--height", type=int, default=192)
   parser.add_argument("--width", type=int, default=256)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--figure", default="",
+                      help="also write a PNG with one 40x tile per grade")
   args = parser.parse_args(argv)
+  if args.figure:
+    print(f"wrote {example_figure(args.figure, seed=args.seed)}")
   manifest = write_dataset(
       args.out, patients_per_grade=args.patients_per_grade,
       tiles_per_patient=args.tiles_per_patient,
