@@ -10,10 +10,12 @@ import numpy as np
 
 from configs import rmcg as rmcg_configs
 from mammojax.data import synthetic_histology as sh
+from mammojax.experiments import rmcg as rmcg_protocol
 from mammojax.methods import rmcg
 from mammojax.models import rmcg as rmcg_model
 from mammojax.reporting import rmcg as rmcg_report
 from mammojax.training import loop
+from mammojax.training import validation
 
 
 def tiles(size=64, patients_per_grade=2, tiles_per_patient=2):
@@ -72,25 +74,27 @@ class GraphAndAttentionTest(absltest.TestCase):
   def test_channel_attention_mixes_channels(self):
     mod = rmcg_model.MultiChannelAttention()
     x = jax.random.normal(jax.random.key(0), (1, 2, 2, 6))
-    v = mod.init(jax.random.key(1), x)
-    y = mod.apply(v, x)
+    v = jax.jit(mod.init)(jax.random.key(1), x)
+    apply = jax.jit(mod.apply)
+    y = apply(v, x)
     self.assertEqual(y.shape, x.shape)
     # Changing channel 0 changes the other channels' outputs (cross-channel).
     x2 = x.at[..., 0].add(3.0)
-    delta = jnp.abs(mod.apply(v, x2) - y)[..., 1:]
+    delta = jnp.abs(apply(v, x2) - y)[..., 1:]
     self.assertGreater(float(delta.max()), 1e-3)
 
   def test_augment_rotates_and_shifts(self):
     img = jnp.arange(8 * 8 * 3, dtype=jnp.float32).reshape(1, 8, 8, 3)
     images = jnp.repeat(img, 32, 0)
-    rotated = rmcg.histology_augment(0.0)(images, jax.random.key(0))
+    rotated = jax.jit(rmcg.histology_augment(0.0))(images, jax.random.key(0))
     found = set()
     for out in np.asarray(rotated):
       for k in range(4):
         if np.array_equal(out, np.rot90(np.asarray(img[0]), k)):
           found.add(k)
     self.assertEqual(found, {0, 1, 2, 3})
-    shifted = rmcg.histology_augment(0.25)(images, jax.random.key(1))
+    shifted = jax.jit(rmcg.histology_augment(0.25))(images,
+                                                    jax.random.key(1))
     self.assertEqual(shifted.shape, images.shape)
     self.assertGreater(len({np.asarray(s).tobytes() for s in shifted}), 8)
 
@@ -113,7 +117,14 @@ class TrainingTest(absltest.TestCase):
                     *rmcg_configs.MODELS):
       config = rmcg_configs.get_config(variant)
       self.assertEqual(config.method, "rmcg")
-      rmcg.validate_config(config)
+      for model in config.protocol.models:
+        run = rmcg_protocol.run_config(config, model, 0)
+        self.assertIsNone(validation.validate_config(run, rmcg))
+        run.model.hidden = 6  # Not a multiple of the 4 heads.
+        run.model.heads = 4
+        if model in ("resnet18_gat", "rmcg"):
+          with self.assertRaisesRegex(ValueError, r"config\.model\.hidden"):
+            validation.validate_config(run, rmcg)
     self.assertEqual(tuple(rmcg_configs.get_config("table1").protocol.models),
                      rmcg_model.KINDS)
     with self.assertRaisesRegex(ValueError, "unknown variant 'vgg'"):
