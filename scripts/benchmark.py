@@ -1,6 +1,7 @@
 """MT-GCN training / inference benchmark; prints ONE JSON object.
 
   python scripts/benchmark.py --config=configs/mtgcn.py
+  python scripts/benchmark.py --layers  # GCN/GAT/GCNII/NNConv/pool vs PyG
   python scripts/benchmark.py --config=configs/mtgcn.py --reference=pyg \
       --steps 30 --warmup 3 --gradnorm both
 
@@ -904,7 +905,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                       help="MTGCN res+ layers under nn.scan (default: "
                       "config.model.scan, else the MTGCN default)")
   parser.add_argument("--indent", type=int, default=None)
+  parser.add_argument("--layers", action="store_true",
+                      help="instead: the graph layer benchmark (GCN, GAT, "
+                      "GCNII, NNConv, attention pooling vs PyG, forward + "
+                      "backward; scripts/bench_gnn_layers.py)")
   args = parser.parse_args(argv)
+  if args.layers:
+    import bench_gnn_layers  # pylint: disable=g-import-not-at-top
+
+    print(json.dumps(bench_gnn_layers.run_layer_benchmark(
+        steps=args.steps, warmup=args.warmup,
+        pyg_threads=args.pyg_threads,
+        seed=0 if args.seed is None else args.seed), indent=args.indent))
+    return
   spec = WorkloadSpec(num_batches=args.num_batches,
                       budget_strategy=args.budget, scan=args.scan)
   result = run_benchmark(

@@ -9,7 +9,8 @@ the training items (class-balanced resampling on ``balance_field`` when
 train batch never holds padding (batch norm sees only real inputs);
 evaluation batches are padded with masked items to the same fixed shape, and
 every real item is evaluated exactly once. Batches are dicts of numpy arrays
-(``image`` ``[B, H, W]``, one int32 ``[B]`` per label field, ``mask`` bool,
+(``image`` ``[B, H, W]``, or ``[B, H, W, 3]`` for RGB tiles, one int32
+``[B]`` per label field, ``mask`` bool,
 ``index`` int32 = item index or -1), with a leading device axis
 ``[D, B / D, ...]`` when ``num_devices > 1``.
 """
@@ -129,9 +130,9 @@ class ImageArrays(pipeline.ArrayBatches):
     idx[:n] = indices
     mask = np.arange(size) < n
     batch = {
-        "image": self.images[idx] * mask[:, None, None].astype(
-            self.images.dtype
-        ),
+        "image": self.images[idx] * mask.reshape(
+            (-1,) + (1,) * (self.images.ndim - 1)
+        ).astype(self.images.dtype),
         "mask": mask,
         "index": np.where(mask, idx, -1).astype(np.int32),
     }

@@ -46,6 +46,7 @@ METHODS = {
     "mtgcn": "mammojax.methods.mtgcn",
     "cnn_baseline": "mammojax.methods.cnn_baseline",
     "luminal": "mammojax.methods.luminal",
+    "rmcg": "mammojax.methods.rmcg",
 }
 
 HOOKS = (

@@ -24,4 +24,5 @@ BUILDER_MODULES = {
     "dicom_folder_images": "mammojax.data.builders.dicom_folder_images",
     # Histopathology patches (RMCG).
     "databiox": "mammojax.data.builders.databiox",
+    "synthetic_databiox": "mammojax.data.builders.databiox",
 }

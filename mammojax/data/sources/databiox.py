@@ -10,6 +10,13 @@ per-grade running index that repeats across grades, so the 4-5 digit number
 after the grade identifies the patient (`01_BC_G1_9057_40x_1.JPG` -> 9057).
 Labels: `grade` (1-3, int), `magnification` ('4x' ... '40x'). A file whose
 grade or magnification disagrees with its folders is skipped (counted).
+Bad input: a folder named like a grade folder with another grade
+(`BC_IDC_Grade_4`, `BC_IDC_Grade_x`) is skipped with every file in it
+(counted); a grade folder without one of the four magnification folders is
+counted (`missing magnification folder ...`; its other images are kept); a
+patient whose images sit in two grade folders (with matching names) is
+ambiguous: all of its images are skipped (counted, reason names the
+grades). Unreadable and grayscale JPEGs are skipped by the builder.
 No official split; not a mammogram, so records carry no annotation.
 """
 
@@ -24,6 +31,8 @@ from mammojax.data.sources import common
 DATASET = 'databiox'
 MAGNIFICATIONS = ('4x', '10x', '20x', '40x')
 GRADE_FOLDER = re.compile(r'^BC_IDC_Grade_(?P<grade>[123])$', re.IGNORECASE)
+# Anything that looks like a grade folder (for the "unknown grade" skip).
+ANY_GRADE_FOLDER = re.compile(r'^BC_IDC_Grade_(?P<grade>.+)$', re.IGNORECASE)
 FILE_NAME = re.compile(
   r'^(?P<index>\d+)_BC_G(?P<grade>[123])_(?P<patient>\d+)_'
   r'(?P<mag>\d+x)_(?P<k>\d+)\.(?:jpe?g)$',
@@ -67,14 +76,37 @@ def parse_databiox(
       f'Databiox: no BC_IDC_Grade_1/2/3 folder found in {root}; expected '
       f'{_LAYOUT}')
   report = common.BuildReport(dataset=DATASET)
+  parents = {p.parent for p in grade_dirs}
+  for base in sorted(parents):
+    for p in sorted(base.iterdir()):
+      m = ANY_GRADE_FOLDER.match(p.name)
+      if p.is_dir() and m and not GRADE_FOLDER.match(p.name):
+        for f in sorted(q for q in p.rglob('*') if q.is_file()):
+          report.skip(f, f'unknown grade folder {p.name} (expected '
+                      'BC_IDC_Grade_1/2/3)')
   records = []
   for grade_dir in grade_dirs:
     folder_grade = int(GRADE_FOLDER.match(grade_dir.name)['grade'])
+    mags = {q.name.lower() for q in grade_dir.iterdir() if q.is_dir()}
+    for mag in MAGNIFICATIONS:
+      if mag not in mags and (wanted is None or mag in wanted):
+        report.count(f'missing magnification folder {grade_dir.name}/{mag}')
     for path in sorted(p for p in grade_dir.rglob('*') if p.is_file()):
       record = _record(path, grade_dir, folder_grade, root, wanted, report)
       if record is not None:
         records.append(record)
-  return common.finish(records, report)
+  grades_of: dict[str, set[int]] = {}
+  for r in records:
+    grades_of.setdefault(r.patient_id, set()).add(r.labels['grade'])
+  kept = []
+  for r in records:
+    grades = grades_of[r.patient_id]
+    if len(grades) > 1:
+      report.skip(r.image_path, 'patient in two grades ('
+                  + ', '.join(f'G{g}' for g in sorted(grades)) + ')')
+    else:
+      kept.append(r)
+  return common.finish(kept, report)
 
 
 def _record(

@@ -1,4 +1,4 @@
-"""Graph layers: segment softmax, softmax aggregation, GENConv, DeepGCN res+.
+"""Graph layers: GENConv / DeepGCN res+, GCN, GCNII, GAT, ECC, attention pooling.
 
 A port of PyG's ``GENConv``, ``SoftmaxAggregation``, ``MessageNorm`` and
 ``DeepGCNLayer`` (DeeperGCN, Li et al. 2020) with the same numerics in
@@ -13,6 +13,11 @@ module; every public name is re-exported here (``__all__``), so
 - ``norms``: node-feature norm layers with torch's defaults.
 - ``genconv``: ``SoftmaxAggregation``, ``MessageNorm``, ``MLP``, ``GENConv``.
 - ``deepgcn``: ``DeepGCNLayer`` and the ``DeepGCN`` stack.
+- ``gcn``: ``gcn_norm``, ``GCNConv`` and ``GCN2Conv`` (GCNII).
+- ``gat``: ``gat_attention`` and ``GATConv``.
+- ``nnconv``: ``NNConv`` (ECC, edge-conditioned convolution).
+- ``pooling``: ``AttentionalAggregation`` (global attention pooling).
+- ``dense``: ``DenseStack``, the Linear / ReLU MLPs those take.
 - ``convert``: ``params_from_torch_state_dict`` (PyG state_dict -> flax).
 
 Conventions (docs/architecture.md): ``senders`` = source j = PyG
@@ -29,6 +34,11 @@ Param trees (flax kernels are torch ``weight.T``):
   ``mlp {lin_0, norm_0, lin_1, ...}``; BatchNorm statistics live in
   ``batch_stats`` under the same paths.
 * ``DeepGCNLayer``: ``conv {...}``, ``norm {scale, bias}``.
+* ``GCNConv``: ``lin {kernel}``, ``bias``; ``GCN2Conv``: ``weight1``
+  (+ ``weight2``), as torch (not transposed); ``GATConv``: ``lin``,
+  ``att_src``, ``att_dst`` ``[1, H, C]``, ``bias``, ``res``; ``NNConv``:
+  ``nn {lin_0, ...}``, ``lin``, ``bias``; ``AttentionalAggregation``:
+  ``gate_nn {lin_0, ...}``, ``nn {lin_0, ...}``.
 * ``DeepGCN``: ``node_encoder``, ``edge_encoder`` (optional),
   ``layer_0 {conv, norm}`` (its norm is only used by the head), and the
   res+ layers 1..L-1 either stacked on a leading axis under ``blocks``
@@ -41,6 +51,18 @@ into these trees, so mammojax itself never imports torch.
 from mammojax.models.gnn.convert import params_from_torch_state_dict
 from mammojax.models.gnn.deepgcn import DeepGCN
 from mammojax.models.gnn.deepgcn import DeepGCNLayer
+from mammojax.models.gnn.dense import DenseStack
+from mammojax.models.gnn.gat import GATConv
+from mammojax.models.gnn.gat import gat_attention
+from mammojax.models.gnn.gcn import GCN2Conv
+from mammojax.models.gnn.gcn import GCNConv
+from mammojax.models.gnn.gcn import gcn2_combine
+from mammojax.models.gnn.gcn import gcn_norm
+from mammojax.models.gnn.gcn import gcn_propagate
+from mammojax.models.gnn.nnconv import NNConv
+from mammojax.models.gnn.nnconv import nnconv_messages
+from mammojax.models.gnn.pooling import AttentionalAggregation
+from mammojax.models.gnn.pooling import attentional_aggregation
 from mammojax.models.gnn.genconv import GENConv
 from mammojax.models.gnn.genconv import MLP
 from mammojax.models.gnn.genconv import MessageNorm
@@ -57,9 +79,21 @@ from mammojax.models.gnn.ops import sum_aggregation
 
 __all__ = [
     'Array',
+    'AttentionalAggregation',
     'DeepGCN',
     'DeepGCNLayer',
+    'DenseStack',
+    'GATConv',
+    'GCN2Conv',
+    'GCNConv',
     'GENConv',
+    'NNConv',
+    'attentional_aggregation',
+    'gat_attention',
+    'gcn2_combine',
+    'gcn_norm',
+    'gcn_propagate',
+    'nnconv_messages',
     'MLP',
     'MessageNorm',
     'SoftmaxAggregation',

@@ -1,7 +1,8 @@
 """PyG ``state_dict`` (numpy arrays) -> flax variables of the ``gnn`` modules.
 
 Reads the keys of PyG's ``GENConv``, ``DeepGCNLayer``, the ogbn_proteins
-stack (``DeepGCN``), ``SoftmaxAggregation`` and ``MessageNorm``; flax kernels
+stack (``DeepGCN``), ``SoftmaxAggregation``, ``MessageNorm``, ``GCNConv``,
+``GATConv``, ``GCN2Conv``, ``NNConv`` and ``AttentionalAggregation``; flax kernels
 are torch ``weight.T`` and BatchNorm running statistics go to
 ``batch_stats``. Takes numpy arrays, so mammojax itself never imports torch.
 """
@@ -103,6 +104,27 @@ class _Converter:
         self.norm(sub, path + ('mlp', f'norm_{n_norm}'))
         n_norm += 1
 
+  def sequential(self, prefix: str, path: tuple[str, ...]) -> None:
+    """``torch.nn.Sequential`` of Linear / ReLU -> ``DenseStack`` params."""
+    indices = sorted({
+        int(m.group(1))
+        for k in self.subkeys(prefix)
+        if (m := re.match(re.escape(prefix) + r'(\d+)\.', k))
+    })
+    if not indices:
+      raise KeyError(f'state_dict: no Linear layers under {prefix!r}')
+    for n_lin, idx in enumerate(indices):
+      sub = f'{prefix}{idx}.'
+      if not (self.has(sub + 'weight') and self.sd[sub + 'weight'].ndim == 2):
+        raise ValueError(
+            f'{sub}: expected a Linear layer (only Linear and ReLU are '
+            'supported in a Sequential)')
+      self.linear(sub, path + (f'lin_{n_lin}',))
+
+  def plain(self, key: str, path: tuple[str, ...]) -> None:
+    """A parameter copied as is (no transpose)."""
+    _put(self.params, path, self.take(key))
+
   def deepgcn_layer(
       self, prefix: str, path: tuple[str, ...], learn_msg_scale: bool
   ) -> None:
@@ -140,8 +162,12 @@ def params_from_torch_state_dict(
       ``'deepgcn_layer'`` (a ``DeepGCNLayer`` around a GENConv),
       ``'deepgcn'`` (the ogbn_proteins stack: ``node_encoder``,
       ``edge_encoder``, ``layers.{i}``; a final ``lin`` head is not part of
-      ``DeepGCN`` and must be left out), ``'softmax_aggregation'`` or
-      ``'message_norm'``.
+      ``DeepGCN`` and must be left out), ``'softmax_aggregation'``,
+      ``'message_norm'``, ``'gcn_conv'`` (``GCNConv``), ``'gat_conv'``
+      (``GATConv``), ``'gcn2_conv'`` (``GCN2Conv``; weights not
+      transposed), ``'nn_conv'`` (``NNConv`` whose ``nn`` is a Sequential
+      of Linear / ReLU) or ``'attentional_aggregation'`` (``gate_nn`` and
+      optional ``nn`` Sequentials).
     prefix: prefix of the keys to read (e.g. ``'gnn.'``); every key must
       start with it.
     learn_msg_scale: whether the target module learns the MessageNorm scale
@@ -173,6 +199,39 @@ def params_from_torch_state_dict(
     elif conv.has(prefix + 'scale'):
       if not np.all(conv.take(prefix + 'scale') == 1.0):
         raise ValueError('message_norm: fixed scale must be 1')
+  elif module == 'gcn_conv':
+    conv.linear(prefix + 'lin.', ('lin',))
+    if conv.has(prefix + 'bias'):
+      conv.plain(prefix + 'bias', ('bias',))
+  elif module == 'gat_conv':
+    if conv.has(prefix + 'lin_src.weight'):
+      raise ValueError('GATConv with separate lin_src / lin_dst (bipartite '
+                       'in_channels) is not supported')
+    if conv.has(prefix + 'lin_edge.weight'):
+      raise ValueError('GATConv with edge_dim is not supported')
+    conv.linear(prefix + 'lin.', ('lin',))
+    for key in ('att_src', 'att_dst', 'bias'):
+      if conv.has(prefix + key):
+        conv.plain(prefix + key, (key,))
+    if conv.has(prefix + 'res.weight'):
+      conv.linear(prefix + 'res.', ('res',))
+  elif module == 'gcn2_conv':
+    for key in ('weight1', 'weight2'):
+      if conv.has(prefix + key):
+        conv.plain(prefix + key, (key,))
+  elif module == 'nn_conv':
+    conv.sequential(prefix + 'nn.', ('nn',))
+    if conv.has(prefix + 'lin.weight'):
+      conv.linear(prefix + 'lin.', ('lin',))
+    if conv.has(prefix + 'bias'):
+      conv.plain(prefix + 'bias', ('bias',))
+  elif module == 'attentional_aggregation':
+    if conv.subkeys(prefix + 'gate_mlp.') or conv.subkeys(prefix + 'mlp.'):
+      raise ValueError('AttentionalAggregation with torch_geometric MLP '
+                       'modules is not supported; use torch.nn.Sequential')
+    conv.sequential(prefix + 'gate_nn.', ('gate_nn',))
+    if conv.subkeys(prefix + 'nn.'):
+      conv.sequential(prefix + 'nn.', ('nn',))
   elif module == 'deepgcn':
     for enc in ('node_encoder', 'edge_encoder'):
       if conv.has(f'{prefix}{enc}.weight'):
@@ -203,6 +262,7 @@ def params_from_torch_state_dict(
   else:
     raise ValueError(
         "module: expected 'gen_conv', 'deepgcn_layer', 'deepgcn', "
-        f"'softmax_aggregation' or 'message_norm', got {module!r}"
+        "'softmax_aggregation', 'message_norm', 'gcn_conv', 'gat_conv', "
+        f"'gcn2_conv', 'nn_conv' or 'attentional_aggregation', got {module!r}"
     )
   return conv.variables()
