@@ -27,7 +27,7 @@ margin m = 1); the classifier reads ``dropout(relu(h))``. Weight decay
 ``__call__(images, train=)`` returns ``(logits [B, C], h [B, fc_features])``.
 """
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -107,7 +107,15 @@ class DiagNet(nn.Module):
 
   @nn.compact
   def __call__(self, images: Array, *, train: bool) -> tuple[Array, Array]:
-    """``(logits [B, C], h [B, fc_features])`` of images ``[B, H, W]``."""
+    """``(logits [B, C], h [B, fc_features])``.
+
+    Args:
+      images: ``[B, H, W]`` (or ``[B, H, W, 1]``) uint8 or float in [0, 1],
+        or a batch dict holding them under ``image``.
+      train: batch statistics and dropout on.
+    """
+    if isinstance(images, Mapping):
+      images = images["image"]
     x = jnp.asarray(images)
     if x.dtype == jnp.uint8:
       x = x.astype(jnp.float32) / 255.0
