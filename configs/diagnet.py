@@ -11,10 +11,11 @@ mean +/- std over the repeats.
 Variants (``--config=configs/diagnet.py:VARIANT``):
 
 * ``default`` -- sized for a 2-core CPU: ``synthetic_masses`` 128 px ROIs
-  resized to 64 x 64, a narrow network (16 / 32 / 64 / 128 maps, 2 middle
-  blocks, 3 x 128 fully connected), T = 100 RACOS candidates per neighbour.
+  resized to 48 x 48, left-right flips, a narrow network (16 stem, 32 / 64 /
+  128 entry maps, 2 middle blocks, 3 x 128 fully connected), T = 100 RACOS
+  candidates per neighbour, 10 epochs.
 * ``paper`` -- the paper's sizes: 224 x 224 ROIs (``synthetic_masses/paper``
-  crops), entry blocks 128 / 256 / 728, seven 728-map middle blocks, three
+  crops), left-right and up-down flips, entry blocks 128 / 256 / 728, seven 728-map middle blocks, three
   1024-unit fully connected layers, T = 200, 100 epochs.
 * ``test`` -- tiny (``synthetic_masses/tiny``, 32 px), for the test suite.
 
@@ -44,12 +45,12 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
 
   config.diagnet = ml_collections.ConfigDict()
   d = config.diagnet
-  d.image_size = 64  # ROI crops resized to this (paper 224).
+  d.image_size = 48  # ROI crops resized to this (paper 224).
   # Crops smaller than image_size are an error unless upsampling is allowed.
   d.allow_upsampling = False
   # Flips added to the training ROIs before the adversarial augmentation:
   # "lr" (left-right), "ud" (up-down), "lrud" (both).
-  d.flips = ("lr", "ud")
+  d.flips = ("lr",)
   # Label of the negative neighbours in J_l: "none" (only in J_g, as graph
   # negatives) or "class" (their seed's class).
   d.negative_label = "none"
@@ -96,7 +97,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.class_weighting = "none"
   common.optimization(
       config, optimizer="adam", learning_rate=1e-3, weight_decay=1e-4,
-      batch_size=32, num_epochs=12, early_stopping_patience=6,
+      batch_size=32, num_epochs=10, early_stopping_patience=5,
   )
 
   # The main command's protocol (mammojax.experiments.diagnet).
@@ -109,6 +110,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   elif variant == "paper":
     config.dataset.builder_config = "paper"
     d.image_size = 224
+    d.flips = ("lr", "ud")
     d.model.stem_features = 32
     d.model.entry_features = (128, 256, 728)
     d.model.num_middle_blocks = 7

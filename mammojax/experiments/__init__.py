@@ -15,6 +15,7 @@ PROTOCOLS = {
     "luminal_cv": "mammojax.experiments.luminal",
     "ablation": "mammojax.experiments.ablation",
     "gradnorm_toy": "mammojax.experiments.gradnorm_toy",
+    "diagnet_repeats": "mammojax.experiments.diagnet",
 }
 
 
