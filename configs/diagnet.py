@@ -11,11 +11,12 @@ mean +/- std over the repeats.
 Variants (``--config=configs/diagnet.py:VARIANT``):
 
 * ``default`` -- sized for a 2-core CPU: ``synthetic_masses`` 128 px ROIs
-  resized to 48 x 48, left-right flips, a narrow network (16 stem, 32 / 64 /
-  128 entry maps, 2 middle blocks, 3 x 128 fully connected), T = 100 RACOS
-  candidates per neighbour, 10 epochs.
+  resized to 40 x 40, left-right flips, a narrow network (8 stem, 16 / 32 /
+  64 entry maps, 1 middle block, 3 x 64 fully connected), T = 100 RACOS
+  candidates per neighbour, 8 epochs.
 * ``paper`` -- the paper's sizes: 224 x 224 ROIs (``synthetic_masses/paper``
-  crops), left-right and up-down flips, entry blocks 128 / 256 / 728, seven 728-map middle blocks, three
+  crops), left-right and up-down flips, entry blocks 128 / 256 / 728, seven
+  728-map middle blocks, three
   1024-unit fully connected layers, T = 200, 100 epochs.
 * ``test`` -- tiny (``synthetic_masses/tiny``, 32 px), for the test suite.
 
@@ -45,7 +46,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
 
   config.diagnet = ml_collections.ConfigDict()
   d = config.diagnet
-  d.image_size = 48  # ROI crops resized to this (paper 224).
+  d.image_size = 40  # ROI crops resized to this (paper 224).
   # Crops smaller than image_size are an error unless upsampling is allowed.
   d.allow_upsampling = False
   # Flips added to the training ROIs before the adversarial augmentation:
@@ -59,10 +60,10 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
 
   # The network (paper 4.2, Fig. 1b).
   d.model = ml_collections.ConfigDict()
-  d.model.stem_features = 16
-  d.model.entry_features = (32, 64, 128)
-  d.model.num_middle_blocks = 2
-  d.model.fc_features = 128
+  d.model.stem_features = 8
+  d.model.entry_features = (16, 32, 64)
+  d.model.num_middle_blocks = 1
+  d.model.fc_features = 64
   d.model.num_fc = 3
   d.model.dropout = 0.5
 
@@ -93,11 +94,13 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   a.displacement_amplitude = 0.06
   a.feature_size = 8
   a.svm_c = 1.0
+  # "" = no cache; a folder caches the neighbours per split and settings.
+  a.cache_dir = ""
 
   config.class_weighting = "none"
   common.optimization(
       config, optimizer="adam", learning_rate=1e-3, weight_decay=1e-4,
-      batch_size=32, num_epochs=10, early_stopping_patience=5,
+      batch_size=32, num_epochs=8, early_stopping_patience=4,
   )
 
   # The main command's protocol (mammojax.experiments.diagnet).

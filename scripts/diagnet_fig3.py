@@ -10,7 +10,9 @@ cell):
 * (b) lambda in {0, 0.5, 1, 2} at the best (n+, n-) of (a) (by mean test
   AUC, then accuracy).
 
-Each cell trains in ``WORKDIR/{cell}/repeat_{r}`` and is resumable (a
+The adversarial neighbours of a split are generated once and shared by the
+cells (``diagnet.augment.cache_dir`` = ``WORKDIR/augment_cache``). Each cell
+trains in ``WORKDIR/{cell}/repeat_{r}`` and is resumable (a
 finished repeat is not retrained; ``--report_only`` trains nothing). Writes
 ``fig3.json``, ``fig3.md`` (the table: cell, n+, n-, lambda, accuracy and
 AUC mean +/- std) and ``fig3.png`` (panel a: accuracy and AUC per (n+, n-);
@@ -168,6 +170,10 @@ def main(argv=None):
       node = node[p]
     node[leaf] = parse_value(value)
   os.makedirs(args.workdir, exist_ok=True)
+  if not base.diagnet.augment.cache_dir:
+    # The cells share splits and augmentation settings: generate once.
+    base.diagnet.augment.cache_dir = os.path.join(args.workdir,
+                                                  "augment_cache")
   start = time.time()
 
   def run(panel, n_pos, n_neg, weight, augment=True):

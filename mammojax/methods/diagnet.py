@@ -13,7 +13,9 @@ The method ``diagnet`` (``config.method``), on the mass-ROI datasets
    the *adversarial augmentation* (``objectives.adversarial_augmentation``)
    adds ``positive_fraction`` positive and ``negative_fraction`` negative
    neighbours per class (paper: +20 % each of the flipped training set).
-   Validation and test hold the original ROIs only.
+   Validation and test hold the original ROIs only. With
+   ``config.diagnet.augment.cache_dir`` set, the neighbours are cached there
+   (keyed by the training images and every augmentation setting).
 3. *Training*: ``models.diagnet.DiagNet`` with ``J = J_l + lambda J_g``
    (eq. 6): ``J_l`` the softmax cross-entropy (task ``pathology``) of the
    originals, flips and positive neighbours (negative neighbours too with
@@ -33,6 +35,9 @@ missing features raise a ``ValueError`` naming the config key or field;
 builders skip and count a mass box outside its image (``build_report``).
 """
 
+import dataclasses
+import hashlib
+import os
 from typing import Any, Optional
 
 from absl import logging
@@ -91,6 +96,40 @@ class DiagNetArrays(images_lib.ImageArrays):
     return batch
 
 
+def _cached_augment(images, labels, cfg, cache_dir):
+  """``augment``, read from / written to ``cache_dir`` when one is set.
+
+  The key hashes the training images, their labels and every augmentation
+  setting (seed included), so runs that share a split and settings (the
+  Fig. 3 grid's cells) generate the neighbours once.
+  """
+  if not cache_dir:
+    return aug_lib.augment(images, labels, cfg)
+  digest = hashlib.sha256()
+  digest.update(np.ascontiguousarray(images, np.float32).tobytes())
+  digest.update(np.ascontiguousarray(labels, np.int64).tobytes())
+  digest.update(repr(dataclasses.astuple(cfg)).encode())
+  path = os.path.join(cache_dir, f"augment_{digest.hexdigest()[:24]}.npz")
+  if os.path.exists(path):
+    z = np.load(path)
+    logging.info("diagnet: adversarial augmentation read from %s", path)
+    return aug_lib.Augmentation(
+        images=z["images"], labels=z["labels"], kinds=z["kinds"],
+        seeds=z["seeds"], scores=z["scores"], thetas=z["thetas"],
+        rho=dict(zip(z["rho_classes"].tolist(), z["rho_values"].tolist())),
+        seconds=0.0,
+    )
+  aug = aug_lib.augment(images, labels, cfg)
+  os.makedirs(cache_dir, exist_ok=True)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, images=aug.images, labels=aug.labels, kinds=aug.kinds,
+           seeds=aug.seeds, scores=aug.scores, thetas=aug.thetas,
+           rho_classes=np.asarray(list(aug.rho)),
+           rho_values=np.asarray(list(aug.rho.values())))
+  os.replace(tmp, path)
+  return aug
+
+
 def _train_arrays(images, labels, config):
   """Flips, then the adversarial augmentation of the training ROIs."""
   flips = tuple(config.diagnet.flips)
@@ -101,7 +140,8 @@ def _train_arrays(images, labels, config):
   kinds = [np.full(len(flipped), sg.ORIGINAL)]
   aug = None
   if config.diagnet.augment.enabled:
-    aug = aug_lib.augment(flipped, flipped_labels, augment_config(config))
+    aug = _cached_augment(flipped, flipped_labels, augment_config(config),
+                          config.diagnet.augment.get("cache_dir", ""))
     flipped = np.concatenate([flipped, aug.images])
     flipped_labels = np.concatenate([flipped_labels, aug.labels])
     kinds.append(aug.kinds)

@@ -156,8 +156,8 @@ class DiagNetTest(absltest.TestCase):
     self.assertGreater(max(jax.tree_util.tree_leaves(moved)), 0.0)
 
   def test_end_to_end_writes_results_and_report(self):
+    # The one-step test's config: its compiled train step is reused.
     config = _config()
-    config.diagnet.graph.space = "embedding"
     examples, info = mass_examples()
     workdir = self.create_tempdir().full_path
     results = loop.train_and_evaluate(config, workdir,
