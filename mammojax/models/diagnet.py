@@ -42,7 +42,9 @@ def depthwise_conv3x3(x: Array, kernel: Array) -> Array:
 
   The sum of nine shifted, per-channel scaled copies of ``x``: the same
   result as ``lax.conv_general_dilated`` with ``feature_group_count = C``,
-  which XLA's CPU backend runs (and differentiates) tens of times slower.
+  which XLA's CPU backend runs (and differentiates) several times slower
+  (3.6x for one 16-channel layer, batch 32 at 40 x 40, forward + backward;
+  docs/performance.md).
 
   Args:
     x: ``[B, H, W, C]``.
