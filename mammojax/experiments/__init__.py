@@ -16,6 +16,7 @@ PROTOCOLS = {
     "ablation": "mammojax.experiments.ablation",
     "gradnorm_toy": "mammojax.experiments.gradnorm_toy",
     "rmcg_cv": "mammojax.experiments.rmcg",
+    "diagnet_repeats": "mammojax.experiments.diagnet",
 }
 
 

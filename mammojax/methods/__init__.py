@@ -47,6 +47,7 @@ METHODS = {
     "cnn_baseline": "mammojax.methods.cnn_baseline",
     "luminal": "mammojax.methods.luminal",
     "rmcg": "mammojax.methods.rmcg",
+    "diagnet": "mammojax.methods.diagnet",
 }
 
 HOOKS = (

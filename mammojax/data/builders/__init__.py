@@ -21,6 +21,7 @@ BUILDER_MODULES = {
     "cbis_ddsm_masses": "mammojax.data.builders.cbis_ddsm",
     # Mass ROIs (DiagNet, DAE-GCN); cbis_ddsm_masses has the same features.
     "synthetic_masses": "mammojax.data.builders.synthetic_masses",
+    "inbreast_masses": "mammojax.data.builders.inbreast",
     "dicom_folder_images": "mammojax.data.builders.dicom_folder_images",
     # Histopathology patches (RMCG).
     "databiox": "mammojax.data.builders.databiox",

@@ -1,5 +1,7 @@
 """End-to-end test of the INbreast calcification-graph builder."""
 
+import plistlib
+
 from absl.testing import absltest
 import numpy as np
 import tensorflow_datasets as tfds
@@ -93,6 +95,54 @@ class InbreastBuilderTest(absltest.TestCase):
     self.assertEqual(str(built.exception), str(ctx.exception))
     self.assertStartsWith(str(built.exception),
                           'INbreast: no INbreast.csv found in ')
+
+
+class InbreastMassesBuilderTest(absltest.TestCase):
+
+  def test_build_and_mass_outside_the_image(self):
+    root = make_tree(self)
+    # Move the masses of 20586960 off the image: skipped and counted.
+    xml = root / 'AllXML' / '20586960.xml'
+    with open(xml, 'rb') as f:
+      plist = plistlib.load(f)
+    moved = 0
+    for roi in plist['Images'][0]['ROIs']:
+      if roi['Name'] == 'Mass':
+        roi['Point_px'] = [f'({x + 9000.0}, {y})' for x, y in
+                           (inbreast_source.parse_point(p)
+                            for p in roi['Point_px'])]
+        moved += 1
+    with open(xml, 'wb') as f:
+      plistlib.dump(plist, f)
+    data_dir = fixtures.tmpdir(self)
+    examples, metadata = trees.build('inbreast_masses', 'tiny', root.parent,
+                                     data_dir)
+    by_id = {e['example_id']: e for e in examples['full']}
+    records, _ = inbreast_source.parse_inbreast(root.parent)
+    expected = {f'{r.example_id}/m{m["id"]}': r for r in records
+                if r.labels['has_annotation'] and r.example_id != '20586960'
+                for m in r.annotation['masses']}
+    self.assertCountEqual(by_id, expected)
+    self.assertGreater(moved, 0)
+    self.assertEqual(
+        metadata['build_report']['skip_counts'].get(
+            'mass outline outside the image'), moved)
+    ex = by_id['20586934/m0']  # L CC, BI-RADS 5: malignant
+    self.assertEqual(ex['crop'].shape, (32, 32))
+    self.assertEqual(ex['pathology'], 1)
+    self.assertEqual(ex['assessment'], 5)
+    self.assertEqual((ex['mass_shape'], ex['mass_margin']), (-1, -1))
+    self.assertEqual(ex['patient_id'], inbreast_test.HASH)
+    # The box padded 1.6x: the outline spans about 1 / 1.6 of the crop.
+    rows = np.flatnonzero(ex['crop_mask'].max(axis=1))
+    cols = np.flatnonzero(ex['crop_mask'].max(axis=0))
+    side = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    self.assertAlmostEqual(side / 32, 1 / 1.6, delta=0.1)
+    for key, e in by_id.items():
+      benign = expected[key].labels['birads'] in ('1', '2', '3')
+      self.assertEqual(e['pathology'], 0 if benign else 1)
+    self.assertEqual(metadata['vocabularies']['pathology'],
+                     ['benign', 'malignant'])
 
 
 if __name__ == '__main__':
