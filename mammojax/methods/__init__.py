@@ -34,6 +34,7 @@ METHODS = {
     "mtgcn": "mammojax.methods.mtgcn",
     "cnn_baseline": "mammojax.methods.cnn_baseline",
     "luminal": "mammojax.methods.luminal",
+    "daegcn": "mammojax.methods.daegcn",
 }
 
 HOOKS = (
