@@ -505,16 +505,26 @@ def codes_and_reconstructions(config, data, state, indices, *, grid: int = 0):
   codes = []
   step = max(1, int(config.batch_size))
   for start in range(0, len(indices), step):
-    x = jnp.asarray(data.images[indices[start : start + step]])
-    codes.append(np.asarray(encode(variables, x)))
+    chunk = np.asarray(indices[start : start + step])
+    # One fixed shape (one compilation): pad the last chunk.
+    x = data.images[np.pad(chunk, (0, step - len(chunk)), mode="edge")]
+    codes.append(np.asarray(encode(variables, jnp.asarray(x)))[: len(chunk)])
   codes = (np.concatenate(codes) if codes
            else np.zeros((0, model.dim_h), np.float32))
   recs = {}
   if grid and model.reconstruct and len(indices):
-    h = jnp.asarray(codes[:grid])
-    for label, keep in report_lib.RECONSTRUCTIONS:
-      recs[label] = np.asarray(model.apply(
-          variables, h, keep, method=model_lib.DAEGCN.reconstruct_from))
+
+    def decode_all(v, h):
+      return {
+          label: model.apply(
+              v, h, keep, method=model_lib.DAEGCN.reconstruct_from)
+          for label, keep in report_lib.RECONSTRUCTIONS
+      }
+
+    recs = jax.tree_util.tree_map(
+        np.asarray, jax.jit(decode_all)(variables, jnp.asarray(codes[:grid]))
+    )
+    recs = {label: recs[label] for label, _ in report_lib.RECONSTRUCTIONS}
   return codes, recs
 
 
