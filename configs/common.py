@@ -39,6 +39,13 @@ def dataset(
   # Class-balanced resampling of the training items (torch's
   # WeightedRandomSampler with inverse-frequency weights).
   ds.class_balanced = class_balanced
+  # DICOM ingestion of the real-data builders (mammojax.data.dicom.load_dicom;
+  # docs/datasets.md): rules accepting non-MG files, e.g.
+  # ('modality:OT', 'sop_class:1.2.840.10008.5.1.4.1.1.7', 'body_part:BREAST'),
+  # and what FOR PROCESSING images without a window get: 'display' (log for
+  # LIN data + a percentile window inside the breast) or 'min_max'.
+  ds.accept_non_mg = ()
+  ds.for_processing = "display"
   return ds
 
 

@@ -7,7 +7,11 @@ manufacturer and pixel format, plus the three facts mammography needs:
   SeriesDescription (`parse_side_and_view`, e.g. `..._LEFT_CC`, `P1_R_MLO`);
 - view (CC, MLO, ...; ML -> MLO): ViewPosition, ViewCodeSequence,
   PatientOrientation, else parsed from PatientID / SeriesDescription;
-- pixel spacing in mm, (row, column): ImagerPixelSpacing, else PixelSpacing.
+- pixel spacing in mm, (row, column): ImagerPixelSpacing, else PixelSpacing;
+- presentation intent (FOR PRESENTATION / FOR PROCESSING, from
+  PresentationIntentType or the SOP class), PixelIntensityRelationship
+  (LIN / LOG / OTHER) and BodyPartExamined, which decide the display
+  transform and whether a non-MG file is accepted (`mammojax.data.dicom`).
 
 `text_value` and `float_values` read single attribute values; the sibling
 DICOM modules (`mammojax.data.dicom`, `mammojax.data.voi`) use them too.
@@ -88,6 +92,9 @@ class DicomMeta:
   rows: int | None
   columns: int | None
   transfer_syntax: str | None
+  presentation_intent: str | None = None
+  pixel_intensity_relationship: str | None = None
+  body_part: str | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -252,4 +259,38 @@ def metadata_from_dataset(
       rows=_int(ds, "Rows"),
       columns=_int(ds, "Columns"),
       transfer_syntax=None if tsyntax is None else str(tsyntax),
+      presentation_intent=presentation_intent(ds),
+      pixel_intensity_relationship=(
+          text_value(ds, "PixelIntensityRelationship") or "").upper() or None,
+      body_part=(text_value(ds, "BodyPartExamined") or "").upper() or None,
   )
+
+
+def presentation_intent(ds: pydicom_dataset.Dataset) -> str | None:
+  """PresentationIntentType ('FOR PRESENTATION' / 'FOR PROCESSING') or None.
+
+  Falls back to the SOP class (the DX / MG / IO "For Processing" classes end
+  in '.1') when the attribute is missing.
+  """
+  value = text_value(ds, "PresentationIntentType")
+  if value:
+    return value.upper()
+  sop = text_value(ds, "SOPClassUID") or ""
+  if sop in _FOR_PROCESSING_CLASSES:
+    return "FOR PROCESSING"
+  if sop in _FOR_PRESENTATION_CLASSES:
+    return "FOR PRESENTATION"
+  return None
+
+
+_FOR_PROCESSING_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # DX For Processing
+    "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography For Processing
+    "1.2.840.10008.5.1.4.1.1.1.3.1",  # Intra-oral For Processing
+})
+_FOR_PRESENTATION_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.1.3",
+})
+

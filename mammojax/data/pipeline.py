@@ -7,7 +7,10 @@ in ``splits.py``, graph data in ``graph_data.py``, image data in
 ``images.py``.
 """
 
+import dataclasses
+import hashlib
 import importlib
+import json
 import os
 import pathlib
 from typing import Any, Sequence
@@ -18,6 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mammojax.data import builders
+from mammojax.data import dicom
 
 
 def default_data_dir() -> str:
@@ -63,6 +67,59 @@ def prepare_builder(dataset_config: ml_collections.ConfigDict):
   return _prepare_builder(dataset_config)
 
 
+# ``config.dataset`` keys that set the same-named field of the builder config
+# (DICOM ingestion options of the builders that read user files).
+INGESTION_KEYS = ("accept_non_mg", "for_processing")
+
+
+def builder_config(dataset_config: ml_collections.ConfigDict, builder_cls):
+  """The named builder config, with ``INGESTION_KEYS`` overrides applied.
+
+  Returns the config name (a string) when nothing is overridden, else a
+  copy of that config named ``<name>-<hash of the overrides>`` (its own
+  cache folder under the data dir).
+
+  Raises:
+    ValueError: an override the dataset's builder does not take, or a bad
+      value (names the config key).
+  """
+  name = dataset_config.get("builder_config") or "default"
+  configs = builder_cls.builder_configs
+  if name not in configs:
+    raise ValueError(
+        f"config.dataset.builder_config={name!r}: dataset "
+        f"{dataset_config.name!r} has the configs {sorted(configs)}")
+  base = configs[name]
+  overrides = {}
+  for key in INGESTION_KEYS:
+    if key not in dataset_config:
+      continue
+    value = dataset_config[key]
+    if isinstance(value, list):
+      value = tuple(value)
+    if not hasattr(base, key):
+      default = () if key == "accept_non_mg" else "display"
+      if value != default:
+        raise ValueError(
+            f"config.dataset.{key}={value!r}: dataset "
+            f"{dataset_config.name!r} does not read user DICOM files; the "
+            "ingestion options apply to the real-data builders")
+      continue
+    if key == "accept_non_mg":
+      value = dicom.check_accept_rules(value, f"config.dataset.{key}")
+    if key == "for_processing" and value not in dicom.FOR_PROCESSING_MODES:
+      raise ValueError(
+          f"config.dataset.for_processing={value!r}: expected one of "
+          f"{dicom.FOR_PROCESSING_MODES}")
+    if value != getattr(base, key):
+      overrides[key] = value
+  if not overrides:
+    return name
+  digest = hashlib.sha256(
+      json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+  return dataclasses.replace(base, name=f"{name}-{digest}", **overrides)
+
+
 def _prepare_builder(dataset_config: ml_collections.ConfigDict):
   name = dataset_config.name
   if name not in builders.BUILDER_MODULES:
@@ -71,9 +128,6 @@ def _prepare_builder(dataset_config: ml_collections.ConfigDict):
         f"{sorted(builders.BUILDER_MODULES)}"
     )
   data_dir = dataset_config.get("data_dir") or default_data_dir()
-  kwargs = {}
-  if dataset_config.get("builder_config"):
-    kwargs["config"] = dataset_config.builder_config
   # Importing the module registers the builder with TFDS.
   try:
     importlib.import_module(builders.BUILDER_MODULES[name])
@@ -82,6 +136,8 @@ def _prepare_builder(dataset_config: ml_collections.ConfigDict):
         f"config.dataset.name={name!r}: its builder module "
         f"{builders.BUILDER_MODULES[name]} is not available ({e})"
     ) from e
+  kwargs = {"config": builder_config(dataset_config,
+                                     tfds.builder_cls(name))}
   builder = tfds.builder(
       name, data_dir=data_dir, file_format="array_record", **kwargs
   )
@@ -117,7 +173,7 @@ def load_examples(
   sources = tfds.data_source(
       builder.name,
       data_dir=builder.data_dir_root,
-      builder_kwargs={"config": builder.builder_config.name},
+      builder_kwargs={"config": builder.builder_config},
   )
   examples = []
   for split, source in sources.items():

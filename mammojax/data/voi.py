@@ -31,6 +31,7 @@ from pydicom import dataset as pydicom_dataset
 from pydicom import multival
 from pydicom import uid as pydicom_uid
 
+from mammojax.data import breast_region
 from mammojax.data import dicom_header
 
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
@@ -293,3 +294,60 @@ def needs_inversion(ds: pydicom_dataset.Dataset) -> bool:
   photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
   shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
   return photometric == "MONOCHROME1" or shape == "INVERSE"
+
+
+# ---------------------------------------------------------------------------
+# FOR PROCESSING images (raw detector data).
+# ---------------------------------------------------------------------------
+
+# Percentiles of the breast's values that span the display window of a FOR
+# PROCESSING image.
+PROCESSING_PERCENTILES = (0.5, 99.5)
+
+
+def processing_display(
+    values: Any, ds: pydicom_dataset.Dataset
+) -> tuple[np.ndarray, bool]:
+  """Display transform of a FOR PROCESSING image -> ([0, 1], inverted).
+
+  Raw detector data carry no VOI window, so min-max scaling (what a missing
+  window means for a presentation image) leaves the breast in a few grey
+  levels next to the unattenuated background. The transform, in order:
+
+  1. LIN data (PixelIntensityRelationship 'LIN': values proportional to the
+     X-ray intensity) become log data: ``log(1 + x - min(x))`` (the offset
+     removes the detector's dark level). LOG (and OTHER / missing) data are
+     kept.
+  2. Polarity to bright = dense: with PixelIntensityRelationshipSign +1
+     (lower values = less X-ray intensity = denser) the values are negated;
+     with -1 they are kept; without the sign, MONOCHROME1 / INVERSE invert
+     as for presentation images (``needs_inversion``).
+  3. A robust window inside the breast: the breast is the part above the
+     Otsu threshold of the oriented values; its 0.5th and 99.5th
+     percentiles (``PROCESSING_PERCENTILES``) map to 0 and 1 (clipped).
+
+  Returns:
+    ``(image, inverted)``: float32 in [0, 1], bright = dense, and whether
+    the polarity step negated the values.
+  """
+  x = np.asarray(values, np.float64)
+  relationship = (dicom_header.text_value(ds, "PixelIntensityRelationship")
+                  or "").upper()
+  if relationship == "LIN":
+    x = np.log1p(np.maximum(x - x.min(), 0.0))
+  sign = ds.get("PixelIntensityRelationshipSign")
+  try:
+    sign = int(sign) if sign is not None else None
+  except (TypeError, ValueError):
+    sign = None
+  inverted = sign == 1 if sign in (1, -1) else needs_inversion(ds)
+  if inverted:
+    x = -x
+  small = x[::4, ::4] if min(x.shape) >= 64 else x
+  breast = small[small > breast_region.otsu_threshold(small)]
+  if breast.size < 16:
+    breast = small.ravel()
+  lo, hi = np.percentile(breast, PROCESSING_PERCENTILES)
+  if hi <= lo:
+    return np.zeros(x.shape, np.float32), inverted
+  return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), inverted

@@ -19,6 +19,8 @@ BUILDER_MODULES = {
     "synthetic_cmmd": "mammojax.data.builders.synthetic_cmmd",
     "cmmd": "mammojax.data.builders.cmmd",
     "cbis_ddsm_masses": "mammojax.data.builders.cbis_ddsm",
+    # Mass ROIs (DiagNet, DAE-GCN); cbis_ddsm_masses has the same features.
+    "synthetic_masses": "mammojax.data.builders.synthetic_masses",
     "dicom_folder_images": "mammojax.data.builders.dicom_folder_images",
     # Histopathology patches (RMCG).
     "databiox": "mammojax.data.builders.databiox",

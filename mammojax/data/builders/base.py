@@ -84,6 +84,41 @@ def block_reduce(image: np.ndarray, factor: int, how: str = "mean"):
   return blocks.mean(axis=(1, 3))
 
 
+def load_options(config: Any) -> dict[str, Any]:
+  """``load_dicom`` keywords from a builder config's ingestion fields.
+
+  ``accept_non_mg`` (rules accepting non-MG files, e.g. digitised films
+  stored as Secondary Capture) and ``for_processing`` ('display' | 'min_max'),
+  set from ``config.dataset`` by the pipeline (``pipeline.INGESTION_KEYS``).
+  """
+  return {
+      "accept_non_mg": tuple(getattr(config, "accept_non_mg", ()) or ()),
+      "for_processing": getattr(config, "for_processing", "display"),
+  }
+
+
+def ingestion_counts(mammo: dicom.Mammogram) -> dict[str, int]:
+  """Build-report counters of how one file was ingested.
+
+  ``ingestion: <presentation intent> <pixel intensity relationship> ->
+  <VOI applied>`` for every file, and ``ingestion: accepted non-MG
+  (<rule>)`` for files accepted by an ``accept_non_mg`` rule.
+  """
+  meta = mammo.meta
+  intent = meta.presentation_intent or "intent unknown"
+  relation = meta.pixel_intensity_relationship or "-"
+  counts = {f"ingestion: {intent} {relation} -> {mammo.voi}": 1}
+  if mammo.accepted_by not in ("MG", "mammography SOP class"):
+    counts[f"ingestion: accepted non-MG ({mammo.accepted_by})"] = 1
+  return counts
+
+
+def add_counts(total: dict[str, int], counts: Mapping[str, int]) -> None:
+  """Adds ``counts`` into ``total`` in place."""
+  for key, n in counts.items():
+    total[key] = total.get(key, 0) + n
+
+
 def read_dataset(
     path: pathlib.Path,
     *,
@@ -105,7 +140,7 @@ def read_dataset(
   Raises:
     DicomError: no pixel data, or not one 2-D frame when downsampling.
   """
-  ds = pydicom.dcmread(path)
+  ds = dicom.read_dataset(path)
   if "PixelData" not in ds:
     raise dicom.DicomError(str(path), "no PixelData element")
   if ds.file_meta.TransferSyntaxUID.is_compressed:

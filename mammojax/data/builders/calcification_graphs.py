@@ -230,6 +230,7 @@ class DicomFolderCalcifications(tfds.core.GeneratorBasedBuilder):
     data = annotations_lib.load_annotations(path)
     vocabularies = {k: list(v) for k, v in data["vocabularies"].items()}
     results = []
+    ingestion: dict[str, int] = {}
     for entry in tqdm.tqdm(data["images"], desc="DICOM images"):
       file = path.parent / entry["file"]
       if not file.exists():
@@ -246,9 +247,11 @@ class DicomFolderCalcifications(tfds.core.GeneratorBasedBuilder):
               vocabularies,
               self.builder_config,
               where=f"{path}: image {entry['image_id']!r}",
+              counts=ingestion,
           )
       )
     examples, report = summarise(results, vocabularies)
+    report["ingestion"] = ingestion
     self.info.metadata["vocabularies"] = vocabularies
     self.info.metadata["build_report"] = report
     return {base.FULL_SPLIT: self._generate_examples(examples)}

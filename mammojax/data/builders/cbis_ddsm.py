@@ -38,30 +38,18 @@ one example per calc abnormality, built through the same
   ``default_pixel_spacing_mm`` (0.05 mm, the DDSM scanners' 43.5-50 um) is
   used and counted.
 
-``cbis_ddsm_masses``: one example per mass abnormality with the whole-image
-features of docs/architecture.md (``image`` = the laterality-normalised,
-breast-cropped full view; ``mass`` = 1; ``malignant`` from the pathology;
-``calcification`` = 1 when the calc CSVs list an abnormality on the same
-patient / side / view, else -1 unknown; ``subtype`` = ``luminal`` = -1) plus
-
-  roi_mask      uint8 [H, W]  the ROI mask in the geometry of ``image``
-                              (255 inside; all 0 without a mask file)
-  has_roi_mask  int64         1 if the row's ROI mask was found
-  crop          uint8 [C, C]  the abnormality: ROI bounding box (+ margin,
-                              squared) cut from the laterality-normalised
-                              full image; without a mask the CSV's cropped
-                              image (mirrored for right breasts); zeros
-                              when neither exists (counted)
-  crop_box      float32 [4]   (x0, y0, x1, y1) of the crop in the
-                              laterality-normalised full-resolution grid,
-                              -1 when not cut from the full image
-  abnormality_id  int64       the CSV's abnormality id
-  mass_shape, mass_margin  int64  index in the vocabularies, -1 unknown
-  pathology     int64         0 benign (incl. BENIGN_WITHOUT_CALLBACK),
-                              1 malignant
-  pathology_raw text          MALIGNANT | BENIGN | BENIGN_WITHOUT_CALLBACK
-  assessment, subtlety  int64 BI-RADS assessment 0-5 / subtlety 0-5 (-1)
-  density       int64         ACR density a-d as 0-3 (-1 for 0 / unknown)
+``cbis_ddsm_masses``: one example per mass abnormality with the mass-ROI
+features of ``mass_rois`` (the whole-image features of docs/architecture.md:
+``image`` = the laterality-normalised, breast-cropped full view; ``mass`` =
+1; ``malignant`` from the pathology; ``calcification`` = 1 when the calc CSVs
+list an abnormality on the same patient / side / view, else -1 unknown;
+``subtype`` = ``luminal`` = -1; plus ``roi_mask``, ``crop``, ``crop_mask``,
+``crop_box``, ``mass_shape``, ``mass_margin``, ``pathology`` (0 benign incl.
+BENIGN_WITHOUT_CALLBACK, 1 malignant), ``pathology_raw``, ``assessment``,
+``subtlety``, ``density``). The crop is the ROI mask's bounding box plus
+``crop_margin`` (squared); without a mask, the CSV's cropped image (mirrored
+for right breasts, ``crop_mask`` and ``crop_box`` empty); zeros when neither
+exists (counted).
 
 ``downsample`` (both builders) block-averages the stored pixels (and takes
 the max of the masks) before detection and cropping, for fast builds.
@@ -85,12 +73,13 @@ from mammojax.data import resample
 from mammojax.data import vocab as vocab_lib
 from mammojax.data.builders import base
 from mammojax.data.builders import graph_examples
+from mammojax.data.builders import mass_rois
 from mammojax.data.builders import whole_image
 from mammojax.data.sources import cbis_ddsm as source
 from mammojax.data.sources import common
 
-PATHOLOGY = ("benign", "malignant")
-DENSITY = ("a", "b", "c", "d")
+PATHOLOGY = mass_rois.PATHOLOGY
+DENSITY = mass_rois.DENSITY
 _INSTRUCTIONS = (
     "Point manual_dir at the CBIS-DDSM download: the case-description CSVs "
     "(calc_case_description_train_set.csv, ..._test_set.csv, "
@@ -139,14 +128,6 @@ def parse(
   report.warnings.extend(w for w in all_report.warnings
                          if "both the calc" in w)
   return records, report, all_rows
-
-
-def _index(value: Any, vocabulary) -> int:
-  return -1 if value is None else list(vocabulary).index(value)
-
-
-def _int(value: Any) -> int:
-  return -1 if value is None else int(value)
 
 
 # ---------------------------------------------------------------------------
@@ -244,7 +225,8 @@ def calc_graph_examples(payload) -> base.ItemResult:
         record.image_path, downsample=config.downsample,
         laterality=record.annotation["laterality"],
     )
-    stored = dicom.load_dicom(ds, orient=False, crop=False)
+    stored = dicom.load_dicom(ds, orient=False, crop=False,
+                              **base.load_options(config))
     mask = base.read_mask(record.roi_mask_path, stored.image.shape,
                           config.downsample)
   except dicom.DicomError as e:
@@ -284,8 +266,8 @@ def calc_graph_examples(payload) -> base.ItemResult:
   }]
   try:
     examples, skipped = graph_examples.examples_from_image(
-        ds, annotation, vocabularies, config, where=item
-    )
+        ds, annotation, vocabularies, config, where=item,
+        counts=result.counts)
   except dicom.DicomError as e:
     result.skipped.append((item, f"unreadable DICOM ({e.reason})"))
     return result
@@ -377,18 +359,15 @@ class CbisDdsmCalcifications(tfds.core.GeneratorBasedBuilder):
 
 
 @dataclasses.dataclass
-class CbisMassConfig(whole_image.WholeImageConfig):
+class CbisMassConfig(mass_rois.MassRoiConfig):
   """Options of ``cbis_ddsm_masses`` (part of the cache key).
 
   Attributes:
-    crop_size: side of the square ``crop``.
-    crop_margin: margin around the ROI box, as a fraction of its long side.
+    crop_size, crop_margin: the crop (``mass_rois.MassRoiConfig``).
     multi_label, out_of_vocab: the parser's ``LabelPolicy``.
     verify_mask_pixels: check that ROI-mask candidates are binary.
   """
 
-  crop_size: int = 256
-  crop_margin: float = 0.15
   multi_label: str = "most_suspicious"
   out_of_vocab: str = "unknown"
   verify_mask_pixels: bool = True
@@ -396,53 +375,7 @@ class CbisMassConfig(whole_image.WholeImageConfig):
 
 def _mass_vocabularies() -> dict[str, list[str]]:
   cbis = vocab_lib.VOCABULARIES["cbis_ddsm"]
-  out = whole_image.whole_image_vocabularies()
-  out.update(
-      mass_shape=list(cbis["mass_shape"]),
-      mass_margin=list(cbis["mass_margin"]),
-      pathology=list(PATHOLOGY),
-      density=list(DENSITY),
-  )
-  return out
-
-
-def _mass_features(config: CbisMassConfig) -> tfds.features.FeaturesDict:
-  c = config.crop_size
-  return whole_image.whole_image_features(config, {
-      "roi_mask": tfds.features.Tensor(
-          shape=tuple(config.image_size), dtype=np.uint8, encoding="zlib"),
-      "has_roi_mask": tfds.features.Scalar(dtype=np.int64),
-      "crop": tfds.features.Tensor(shape=(c, c), dtype=np.uint8,
-                                   encoding="zlib"),
-      "crop_box": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-      "abnormality_id": tfds.features.Scalar(dtype=np.int64),
-      "mass_shape": tfds.features.Scalar(dtype=np.int64),
-      "mass_margin": tfds.features.Scalar(dtype=np.int64),
-      "pathology": tfds.features.Scalar(dtype=np.int64),
-      "pathology_raw": tfds.features.Text(),
-      "assessment": tfds.features.Scalar(dtype=np.int64),
-      "subtlety": tfds.features.Scalar(dtype=np.int64),
-      "density": tfds.features.Scalar(dtype=np.int64),
-  })
-
-
-def _box_crop(
-    image: np.ndarray, mask: np.ndarray, margin: float, size: int
-) -> tuple[np.ndarray, np.ndarray]:
-  """Square crop around the mask's bounding box, fitted to ``size``."""
-  rows, cols = np.nonzero(mask)
-  cy = (rows.min() + rows.max() + 1) / 2
-  cx = (cols.min() + cols.max() + 1) / 2
-  side = max(rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min())
-  half = max(side * (0.5 + margin), 8.0)
-  x0, y0 = int(np.floor(cx - half)), int(np.floor(cy - half))
-  x1, y1 = int(np.ceil(cx + half)), int(np.ceil(cy + half))
-  canvas = np.zeros((y1 - y0, x1 - x0), np.float32)
-  h, w = image.shape
-  sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-  canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
-  crop = resample.fit_image(canvas, (size, size))
-  return base.to_uint8(crop), np.array([x0, y0, x1, y1], np.float32)
+  return mass_rois.vocabularies(cbis["mass_shape"], cbis["mass_margin"])
 
 
 def mass_examples(payload) -> base.ItemResult:
@@ -453,7 +386,9 @@ def mass_examples(payload) -> base.ItemResult:
   try:
     ds, view = whole_image.load_view(
         first.image_path, config, laterality=first.annotation["laterality"])
-    full = dicom.load_dicom(ds, orient=True, crop=False)
+    full = dicom.load_dicom(ds, orient=True, crop=False,
+                            **base.load_options(config))
+    result.counts.update(base.ingestion_counts(full))
   except dicom.DicomError as e:
     for record in records:
       result.skipped.append(
@@ -466,6 +401,7 @@ def mass_examples(payload) -> base.ItemResult:
            record.annotation["view"])
     roi_mask = np.zeros(size, np.uint8)
     crop = np.zeros((config.crop_size, config.crop_size), np.uint8)
+    crop_mask = np.zeros_like(crop)
     box = np.full((4,), -1.0, np.float32)
     has_mask = 0
     try:
@@ -481,8 +417,8 @@ def mass_examples(payload) -> base.ItemResult:
         roi_mask = base.to_uint8(
             whole_image.map_to_view(mask, view, size) > 0.5)
         oriented = mask[:, ::-1] if full.flipped else mask
-        crop, box = _box_crop(full.image, oriented, config.crop_margin,
-                              config.crop_size)
+        crop, crop_mask, box = mass_rois.box_crop(
+            full.image, oriented, config.crop_margin, config.crop_size)
         box *= config.downsample
         result.counts["masses: crop from the ROI mask"] = (
             result.counts.get("masses: crop from the ROI mask", 0) + 1)
@@ -505,7 +441,6 @@ def mass_examples(payload) -> base.ItemResult:
           (record.example_id, f"unreadable ROI DICOM ({e.reason})"))
       continue
     pathology = labels["pathology"]
-    density = labels.get("density")
     ex = whole_image.whole_image_example(
         view,
         example_id=record.example_id,
@@ -518,22 +453,9 @@ def mass_examples(payload) -> base.ItemResult:
             "malignant": int(pathology == "malignant"),
         },
     )
-    ex.update(
-        roi_mask=roi_mask,
-        has_roi_mask=has_mask,
-        crop=crop,
-        crop_box=box,
-        abnormality_id=_int(labels.get("abnormality_id")),
-        mass_shape=_index(labels.get("mass_shape"),
-                          vocabularies["mass_shape"]),
-        mass_margin=_index(labels.get("mass_margin"),
-                           vocabularies["mass_margin"]),
-        pathology=PATHOLOGY.index(pathology),
-        pathology_raw=str(labels.get("pathology_raw") or ""),
-        assessment=_int(labels.get("assessment")),
-        subtlety=_int(labels.get("subtlety")),
-        density=(density - 1 if density in (1, 2, 3, 4) else -1),
-    )
+    ex.update(mass_rois.roi_features(
+        crop=crop, crop_mask=crop_mask, crop_box=box, roi_mask=roi_mask,
+        has_roi_mask=has_mask, labels=labels, vocabulary=vocabularies))
     result.examples.append((record.example_id, ex, {
         "pathology": pathology,
         "mass_shape": labels.get("mass_shape") or "unknown",
@@ -567,7 +489,7 @@ class CbisDdsmMasses(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=_mass_features(self.builder_config),
+        features=mass_rois.features(self.builder_config),
         metadata=tfds.core.MetadataDict(vocabularies=_mass_vocabularies()),
     )
 

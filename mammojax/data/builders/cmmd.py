@@ -71,7 +71,8 @@ def _process(payload) -> base.ItemResult:
   summary = whole_image.label_summary(ex,
                                       whole_image.whole_image_vocabularies())
   summary["abnormality"] = record.labels["abnormality"]
-  return base.ItemResult(examples=[(record.example_id, ex, summary)])
+  return base.ItemResult(examples=[(record.example_id, ex, summary)],
+                         counts=base.ingestion_counts(view))
 
 
 class Cmmd(tfds.core.GeneratorBasedBuilder):

@@ -103,7 +103,8 @@ def _folder_item(payload) -> base.ItemResult:
   )
   summary = whole_image.label_summary(ex,
                                       whole_image.whole_image_vocabularies())
-  return base.ItemResult(examples=[(record.example_id, ex, summary)])
+  return base.ItemResult(examples=[(record.example_id, ex, summary)],
+                         counts=base.ingestion_counts(view))
 
 
 class DicomFolderImages(tfds.core.GeneratorBasedBuilder):

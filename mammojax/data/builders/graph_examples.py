@@ -38,6 +38,10 @@ class CalcGraphConfig(tfds.core.BuilderConfig):
   crop_size: int = 192
   generator_overrides: tuple[tuple[str, Any], ...] = ()
   workers: int = 2
+  # DICOM ingestion options (``base.load_options``; set from
+  # ``config.dataset.accept_non_mg`` / ``for_processing`` by the pipeline).
+  accept_non_mg: tuple[str, ...] = ()
+  for_processing: str = "display"
 
 
 def features(config: CalcGraphConfig) -> tfds.features.FeaturesDict:
@@ -103,6 +107,7 @@ def examples_from_image(
     config: CalcGraphConfig,
     *,
     where: str,
+    counts: dict[str, int] | None = None,
 ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, int]]:
   """Turns one mammogram + its annotation into per-cluster examples.
 
@@ -112,6 +117,7 @@ def examples_from_image(
     vocabularies: label vocabularies (``morphology``, ``distribution``).
     config: build options (patch, crop and view sizes).
     where: a description of the source used in error messages.
+    counts: if given, the file's ``base.ingestion_counts`` are added to it.
 
   Returns:
     ``(examples, skipped)``: ``(key, features)`` pairs and counts of skipped
@@ -130,8 +136,11 @@ def examples_from_image(
   if not clusters:
     skipped["image without calcifications"] = 1
     return [], skipped
-  full = dicom.load_dicom(source, orient=True, crop=False)
-  view = dicom.load_dicom(source, orient=True, crop=True)
+  options = base.load_options(config)
+  full = dicom.load_dicom(source, orient=True, crop=False, **options)
+  view = dicom.load_dicom(source, orient=True, crop=True, **options)
+  if counts is not None:
+    base.add_counts(counts, base.ingestion_counts(full))
   view_image = base.to_uint8(
       resample.fit_image(view.image, config.view_size, method="zoom"))
   image = full.image

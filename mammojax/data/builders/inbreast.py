@@ -83,8 +83,8 @@ def cluster_examples(payload) -> base.ItemResult:
     result.counts["images downsampled"] = 1
   try:
     examples, skipped = graph_examples.examples_from_image(
-        ds, annotation, vocabularies, config, where=record.example_id
-    )
+        ds, annotation, vocabularies, config, where=record.example_id,
+        counts=result.counts)
   except dicom.DicomError as e:
     result.skipped.append((record.example_id, f"unreadable DICOM ({e.reason})"))
     return result

@@ -46,10 +46,17 @@ class WholeImageConfig(tfds.core.BuilderConfig):
     image_size: (H, W) of the stored ``image``.
     downsample: integer block-average factor applied to the stored pixels
       before anything else (faster builds of large files; 1 = off).
+    accept_non_mg: rules accepting non-MG files (``dicom.check_accept_rules``;
+      from ``config.dataset.accept_non_mg``).
+    for_processing: 'display' | 'min_max', what FOR PROCESSING images
+      without a window get (``dicom.load_dicom``; from
+      ``config.dataset.for_processing``).
   """
 
   image_size: tuple[int, int] = (256, 160)
   downsample: int = 1
+  accept_non_mg: tuple[str, ...] = ()
+  for_processing: str = "display"
 
 
 # The same names and sizes as ``synthetic_cmmd``, so that a config can
@@ -192,7 +199,8 @@ def load_view(
   ds = base.read_dataset(path, downsample=config.downsample,
                          laterality=laterality)
   view = dicom.load_dicom(
-      ds, orient=True, crop=True, resize=tuple(config.image_size)
+      ds, orient=True, crop=True, resize=tuple(config.image_size),
+      **base.load_options(config),
   )
   return ds, view
 

@@ -51,7 +51,7 @@ Layout (one concept per module; this package re-exports the public API):
   planning.py      findings plan of a breast: clusters, masses, risk, subtype
   masses.py        mass outlines and margins, rendered into `A`
   render.py        generate_image, SyntheticImage, windowing, beta ROI
-  dicom_writer.py  MG For Presentation datasets, write_dicom
+  dicom_writer.py  MG For Presentation datasets, write_dicom, for_processing
   dataset.py       generate_dataset, write_dataset, summarise
 """
 
@@ -68,6 +68,8 @@ from mammojax.data.synthetic.dataset import generate_dataset
 from mammojax.data.synthetic.dataset import summarise
 from mammojax.data.synthetic.dataset import write_dataset
 from mammojax.data.synthetic.dicom_writer import MG_FOR_PRESENTATION
+from mammojax.data.synthetic.dicom_writer import MG_FOR_PROCESSING
+from mammojax.data.synthetic.dicom_writer import for_processing
 from mammojax.data.synthetic.dicom_writer import write_dicom
 from mammojax.data.synthetic.layout import ImageSpec
 from mammojax.data.synthetic.layout import image_spec
@@ -86,6 +88,7 @@ __all__ = [
     "MASS_MARGINS",
     "MASS_SHAPES",
     "MG_FOR_PRESENTATION",
+    "MG_FOR_PROCESSING",
     "MORPHOLOGIES",
     "SUBTYPES",
     "SyntheticConfig",
@@ -93,6 +96,7 @@ __all__ = [
     "apply_windowing",
     "beta_roi_image",
     "dumps_summary",
+    "for_processing",
     "generate_dataset",
     "generate_image",
     "image_spec",

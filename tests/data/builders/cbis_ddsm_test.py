@@ -238,6 +238,10 @@ class MassesTest(absltest.TestCase):
       self.assertEqual(set(np.unique(ex['roi_mask'])), {0, 255})
       self.assertEqual(ex['crop'].shape, (32, 32))
       self.assertGreater(ex['crop'].max(), 0)
+      # The ROI mask's box + 15 % per side: the mask fills the crop's middle.
+      self.assertEqual(set(np.unique(ex['crop_mask'])), {0, 255})
+      self.assertEqual(ex['crop_mask'][16, 16], 255)
+      self.assertEqual(ex['crop_mask'][0, 0], 0)
     report = metadata['build_report']
     self.assertEqual(report['num_records'], {'train': 2})
     self.assertEqual(report['stats']['masses: crop from the ROI mask'], 2)
@@ -284,6 +288,7 @@ class MassesTest(absltest.TestCase):
       self.assertGreater(image[:, :10].mean(), image[:, -10:].mean())
       self.assertEqual(ex['has_roi_mask'], 0)  # the package has no masks
       self.assertEqual(ex['crop'].max(), 0)
+      self.assertEqual(ex['crop_mask'].max(), 0)
     report = metadata['build_report']
     self.assertEqual(report['label_counts']['test']['pathology'],
                      {'benign': 8, 'malignant': 2})
