@@ -3,9 +3,10 @@
 Variants (``--config=configs/daegcn.py:VARIANT``):
 
 * ``default`` -- the embedded ``synthetic_masses`` data (128 px crops
-  resized to 64 x 64), ResNet-34 encoder from scratch, 8 epochs: sized to
-  build the data, train and evaluate on 2 CPU cores in under 20 minutes
-  (a ResNet-34 step on 32 crops of 64 x 64 takes about 6 s there).
+  resized to 64 x 64), ResNet-34 encoder from scratch, 8 epochs: sized
+  (estimated, not measured end to end) to build the data, train and
+  evaluate on 2 idle CPU cores in about 20 minutes (a step on 32 crops of
+  64 x 64 measured 6.4 s there; docs/results.md has a measured 3-epoch run).
 * ``paper`` -- the paper's sizes where it gives them (ResNet-34 encoder,
   Adam, patient-wise 8:1:1 splits) and the usual ones where it does not
   (224 x 224 inputs, ``h`` of 128 + 128 + 256, ML-GCN's 1024-wide GCN
