@@ -48,6 +48,7 @@ METHODS = {
     "luminal": "mammojax.methods.luminal",
     "rmcg": "mammojax.methods.rmcg",
     "diagnet": "mammojax.methods.diagnet",
+    "daegcn": "mammojax.methods.daegcn",
 }
 
 HOOKS = (
