@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 from typing import Any, Optional
 
 from absl import logging
@@ -218,16 +217,9 @@ class SyntheticMasses(tfds.core.GeneratorBasedBuilder):
     del dl_manager
     config = self.builder_config
     args = [(config, i) for i in range(config.num_images)]
-    if config.workers > 1:
-      ctx = multiprocessing.get_context("spawn")
-      with ctx.Pool(config.workers) as pool:
-        results = list(tqdm.tqdm(
-            pool.imap(render_examples, args, chunksize=4),
-            total=len(args), desc="synthetic masses",
-        ))
-    else:
-      results = [render_examples(a)
-                 for a in tqdm.tqdm(args, desc="synthetic masses")]
+    mapper = base.pool_mapper(config.workers)
+    results = list(tqdm.tqdm(mapper(render_examples, args), total=len(args),
+                             desc="synthetic masses"))
     self.info.metadata["build_report"] = build_report(
         results, config.num_images)
     examples = [item for items, _ in results for item in items]

@@ -54,6 +54,18 @@ def measure_beta(
   h, w = x.shape
   x = x * np.outer(np.hanning(h), np.hanning(w))
   power = np.abs(np.fft.rfft2(x)) ** 2
+  return _spectrum_beta(power, (h, w), pixel_spacing_mm, f_range, bins=15)
+
+
+def _spectrum_beta(power: np.ndarray, shape: tuple[int, int],
+                   pixel_spacing_mm: float, f_range: tuple[float, float],
+                   *, bins: int) -> float:
+  """-slope of log P vs log f over ``f_range`` (an rfft2 power spectrum).
+
+  Radial average in ``bins`` log-spaced bins so every octave weighs the
+  same, then a least-squares line.
+  """
+  h, w = shape
   fy = np.fft.fftfreq(h, d=pixel_spacing_mm)
   fx = np.fft.rfftfreq(w, d=pixel_spacing_mm)
   f = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
@@ -61,10 +73,9 @@ def measure_beta(
   sel = (f >= lo) & (f <= hi)
   if sel.sum() < 8:
     raise ValueError(
-        f"image {x.shape} at {pixel_spacing_mm} mm has too few frequencies "
+        f"image {shape} at {pixel_spacing_mm} mm has too few frequencies "
         f"in {f_range} cycles/mm")
-  # Radial average in log-spaced bins so every octave weighs the same.
-  edges = np.geomspace(lo, hi, 16)
+  edges = np.geomspace(lo, hi, bins + 1)
   idx = np.digitize(f[sel], edges) - 1
   logf, logp = [], []
   for b in range(len(edges) - 1):
@@ -72,8 +83,7 @@ def measure_beta(
     if m.any():
       logf.append(np.log(f[sel][m].mean()))
       logp.append(np.log(power[sel][m].mean()))
-  slope = np.polyfit(logf, logp, 1)[0]
-  return float(-slope)
+  return float(-np.polyfit(logf, logp, 1)[0])
 
 
 def breast_power_spectrum_beta(
@@ -145,18 +155,5 @@ def breast_power_spectrum_beta(
     roi = x[r:r + n, c:c + n]
     roi = (roi - roi.mean()) * window
     power = power + np.abs(np.fft.rfft2(roi)) ** 2
-  fy = np.fft.fftfreq(n, d=pixel_spacing_mm)
-  fx = np.fft.rfftfreq(n, d=pixel_spacing_mm)
-  f = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-  lo, hi = f_range
-  sel = (f >= lo) & (f <= hi)
-  edges = np.geomspace(lo, hi, 12)
-  idx = np.digitize(f[sel], edges) - 1
-  logf, logp = [], []
-  for b in range(len(edges) - 1):
-    m = idx == b
-    if m.any():
-      logf.append(np.log(f[sel][m].mean()))
-      logp.append(np.log(power[sel][m].mean()))
-  slope = np.polyfit(logf, logp, 1)[0]
-  return float(-slope), min(len(tiles), max_rois), float(n * pixel_spacing_mm)
+  beta = _spectrum_beta(power, (n, n), pixel_spacing_mm, f_range, bins=11)
+  return beta, min(len(tiles), max_rois), float(n * pixel_spacing_mm)
