@@ -61,14 +61,21 @@ LABELS = {
 }
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "runs/daegcn_ablation", "Output folder.")
-flags.DEFINE_integer("splits", 5, "Repeated patient-wise 8:1:1 splits.")
-flags.DEFINE_list("rows", list(ROWS), f"Rows to run, of {ROWS}.")
-flags.DEFINE_integer("num_epochs", 0, "Override config.num_epochs (0: keep).")
-flags.DEFINE_multi_string(
-    "set", [], "key=value config override of every row (Python literal)."
-)
-flags.DEFINE_bool("report_only", False, "Train nothing; tabulate the runs.")
+
+
+def define_flags() -> None:
+  """The command line (defined only when run as a script: importing this
+  module next to ``mammojax.main``, which defines ``--workdir`` too, must
+  not clash)."""
+  flags.DEFINE_string("workdir", "runs/daegcn_ablation", "Output folder.")
+  flags.DEFINE_integer("splits", 5, "Repeated patient-wise 8:1:1 splits.")
+  flags.DEFINE_list("rows", list(ROWS), f"Rows to run, of {ROWS}.")
+  flags.DEFINE_integer("num_epochs", 0,
+                       "Override config.num_epochs (0: keep).")
+  flags.DEFINE_multi_string(
+      "set", [], "key=value config override of every row (Python literal)."
+  )
+  flags.DEFINE_bool("report_only", False, "Train nothing; tabulate the runs.")
 
 
 def _parse_value(text: str) -> Any:
@@ -226,4 +233,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -16,8 +16,9 @@ class ExperimentsTest(absltest.TestCase):
 
   def test_every_protocol_module_has_run_protocol(self):
     self.assertEqual(
-        sorted(experiments.PROTOCOLS), ["ablation", "gradnorm_toy",
-                                        "luminal_cv"]
+        sorted(experiments.PROTOCOLS), ["ablation", "diagnet_repeats",
+                                        "gradnorm_toy", "luminal_cv",
+                                        "rmcg_cv"]
     )
     for name, module in experiments.PROTOCOLS.items():
       self.assertTrue(
@@ -54,7 +55,7 @@ class ExperimentsTest(absltest.TestCase):
     with self.assertRaisesRegex(
         ValueError,
         r"config.protocol.name='luminal': expected one of \['ablation', "
-        r"'gradnorm_toy', 'luminal_cv'\]",
+        r"'diagnet_repeats', 'gradnorm_toy', 'luminal_cv', 'rmcg_cv'\]",
     ):
       experiments.run(config, self.create_tempdir().full_path)
     config = ml_collections.ConfigDict({"protocol": {"num_folds": 2}})
