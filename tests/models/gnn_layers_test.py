@@ -206,8 +206,10 @@ class PyGLayerParityTest(parameterized.TestCase):
     width = 4 * kw['heads'] if kw.get('concat', True) else 4
     cot = self.rng.normal(size=(self.n, width)).astype(np.float32)
     mod = gnn.GATConv(4, **kw)
-    self._compare(tmod, 'gat_conv',
-                  lambda v, x, ea, s, r: mod.apply(v, x, s, r), x, cot)
+    out = self._compare(tmod, 'gat_conv',
+                        lambda v, x, ea, s, r: mod.apply(v, x, s, r), x, cot)
+    self.assertEqual(out.shape[1], width)
+    self.assertGreater(float(np.std(out[:self.n])), 1e-3)
 
   def test_gat_attention_dropout(self):
     mod = gnn.GATConv(4, heads=2, dropout=0.5)
@@ -241,9 +243,11 @@ class PyGLayerParityTest(parameterized.TestCase):
     x0 = self.rng.normal(size=(self.n, 6)).astype(np.float32)
     cot = self.rng.normal(size=(self.n, 6)).astype(np.float32)
     mod = gnn.GCN2Conv(6, **kw)
-    self._compare(tmod, 'gcn2_conv',
-                  lambda v, x, ea, s, r, x0: mod.apply(v, x, x0, s, r),
-                  x, cot, extra=(x0,))
+    out = self._compare(tmod, 'gcn2_conv',
+                        lambda v, x, ea, s, r, x0: mod.apply(v, x, x0, s, r),
+                        x, cot, extra=(x0,))
+    self.assertEqual(out.shape[1], 6)
+    self.assertGreater(float(np.std(out[:self.n])), 1e-3)
 
   @parameterized.named_parameters(
       dict(testcase_name='add_hidden', aggr='add', hidden=(8,)),
