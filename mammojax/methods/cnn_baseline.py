@@ -330,20 +330,10 @@ def predict_images(run, sources, *, timer, annotations=None,
   with timer.stage("model"):
     model = create_model(config, run.vocabularies)
     variables = run_lib.check_variables(run, model, stack[:1], train=False)
-    layer = cnn.GRADCAM_LAYERS[bcfg.model]
-    explain = jax.jit(lambda v, x: gradcam_lib.gradcam(
-        model, v, x, layer=layer))
-    batch_size = int(config.batch_size)
-    logits, cams = [], []
-    for start in range(0, len(stack), batch_size):
-      chunk = stack[start:start + batch_size]
-      padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
-      padded[: len(chunk)] = chunk
-      out = jax.device_get(explain(variables, jnp.asarray(padded)))
-      logits.append(np.asarray(out.logits)[: len(chunk)])
-      cams.append(np.asarray(out.cam)[: len(chunk)])
-    probs = _softmax(np.concatenate(logits).astype(np.float64))
-    cams = np.concatenate(cams)
+    logits, cams = gradcam_lib.gradcam_batches(
+        model, variables, stack, layer=cnn.GRADCAM_LAYERS[bcfg.model],
+        batch_size=int(config.batch_size))
+    probs = _softmax(logits.astype(np.float64))
   field = LEVELS[level][1]
   names = list(run.vocabularies[field])
   for (image, index, box), p, cam in zip(owners, probs, cams):

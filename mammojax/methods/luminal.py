@@ -398,18 +398,9 @@ def predict_images(run, sources, *, timer, annotations=None,
     focus = focus if focus in tasks else tasks[-1]
     softmax = tasks == (LUMINAL_TASK,)
     targets = None if softmax else tasks.index(focus)
-    layer = cnn.GRADCAM_LAYERS[config.model.name]
-    explain = jax.jit(lambda v, x: gradcam_lib.gradcam(
-        model, v, x, layer=layer, targets=targets))
-    logits, cams = [], []
-    for start in range(0, len(stack), batch_size):
-      chunk = stack[start:start + batch_size]
-      padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
-      padded[: len(chunk)] = chunk
-      out = jax.device_get(explain(variables, jnp.asarray(padded)))
-      logits.append(np.asarray(out.logits)[: len(chunk)])
-      cams.append(np.asarray(out.cam)[: len(chunk)])
-    logits, cams = np.concatenate(logits), np.concatenate(cams)
+    logits, cams = gradcam_lib.gradcam_batches(
+        model, variables, stack, layer=cnn.GRADCAM_LAYERS[config.model.name],
+        batch_size=batch_size, targets=targets)
   for (pred, view), row, cam in zip(views, logits, cams):
     row = np.asarray(row, np.float64)
     if softmax:

@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = Any
 
@@ -160,3 +161,39 @@ def gradcam(
   size = images.shape[1:3] if upsample else None
   cam, raw = cam_from_gradients(features, grads, size)
   return GradCam(cam, raw, logits, t)
+
+
+def gradcam_batches(
+    model: Any,
+    variables: Any,
+    images: Any,
+    *,
+    layer: str,
+    batch_size: int,
+    targets: Array | int | None = None,
+) -> tuple[Any, Any]:
+  """``gradcam`` over many images in fixed-size batches (one compile).
+
+  The last batch is zero-padded to ``batch_size`` so every call has the same
+  shape; padded rows are dropped (samples are independent in eval mode).
+
+  Args:
+    model, variables, layer, targets: as ``gradcam``.
+    images: ``[n, H, W, C]`` host array (numpy), n >= 1.
+    batch_size: images per call.
+
+  Returns:
+    ``(logits [n, classes], cams [n, H, W])`` as numpy arrays.
+  """
+  explain = jax.jit(lambda v, x: gradcam(model, v, x, layer=layer,
+                                         targets=targets))
+  images = np.asarray(images, np.float32)
+  logits, cams = [], []
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
+    padded[: len(chunk)] = chunk
+    out = jax.device_get(explain(variables, jnp.asarray(padded)))
+    logits.append(np.asarray(out.logits)[: len(chunk)])
+    cams.append(np.asarray(out.cam)[: len(chunk)])
+  return np.concatenate(logits), np.concatenate(cams)
