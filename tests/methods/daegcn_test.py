@@ -74,8 +74,9 @@ class OneStepTest(absltest.TestCase):
     # The step's forward pass: batch statistics, the flips of its key
     # (fold_in(loop key, step 0)).
     loop_key = jax.random.key(1)
+    self.assertEqual(config.model.augment, "dihedral")
     x = daegcn.random_flips(jnp.asarray(batch["image"]),
-                            jax.random.fold_in(loop_key, 0))
+                            jax.random.fold_in(loop_key, 0), transpose=True)
     outputs, _ = jax.jit(lambda p, s: task.model.apply(
         {"params": p, **s}, x, train=True,
         mutable=["batch_stats"]))(state.params, state.model_state)
@@ -268,6 +269,26 @@ class BadInputTest(absltest.TestCase):
         (False, "none", False, 0, 256))
     with self.assertRaisesRegex(ValueError, r"unknown variant 'gcn'"):
       daegcn_configs.get_config("gcn")
+    config = daegcn_configs.get_config("default")
+    config.model.augment = "rot45"
+    with self.assertRaisesRegex(ValueError, r"augment"):
+      daegcn.validate_config(config)
+
+  def test_dihedral_augmentation_reaches_the_eight_transforms(self):
+    image = np.arange(9, dtype=np.float32).reshape(3, 3)
+    dihedral = set()
+    for k in range(4):
+      r = np.rot90(image, k)
+      dihedral |= {r.tobytes(), r.T.tobytes()}
+    self.assertLen(dihedral, 8)
+    x = jnp.asarray(np.broadcast_to(image, (64, 3, 3)))
+    seen = {np.asarray(v).tobytes()
+            for v in daegcn.random_flips(x, jax.random.key(0), transpose=True)}
+    self.assertEqual(seen, dihedral)
+    seen = {np.asarray(v).tobytes()
+            for v in daegcn.random_flips(x, jax.random.key(0))}
+    self.assertLen(seen, 4)  # flips only: no transposes
+    self.assertLess(seen, dihedral)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,19 @@ class DAEGCNTest(absltest.TestCase):
         rtol=1e-5, atol=1e-6,
     )
 
+  def test_standardize_normalises_each_crop(self):
+    model = daegcn.DAEGCN(**{**TINY, "attribute_head": "none",
+                             "standardize": True})
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.random((2, 32, 32)), jnp.float32)
+    variables = jax.jit(lambda r: model.init(r, x, train=False))(
+        jax.random.key(0))
+    encode = jax.jit(lambda v, x: model.apply(
+        v, x, train=False, method=daegcn.DAEGCN.encode))
+    # Brightness and contrast changes of a crop leave its code unchanged.
+    np.testing.assert_allclose(encode(variables, 0.1 + 0.5 * x),
+                               encode(variables, x), rtol=2e-2, atol=2e-2)
+
   def test_ablations_drop_their_parts(self):
     x = jnp.zeros((2, 32, 32), jnp.float32)
 
@@ -130,6 +143,13 @@ class DAEGCNTest(absltest.TestCase):
     variables = init(multitask)
     self.assertEqual(variables["params"]["attribute_dense"]["kernel"].shape,
                      (4, 5))  # from h_ma
+    # A narrower ResNet: stage i has width * 2**i channels.
+    narrow = daegcn.DAEGCN(**{**TINY, "attribute_head": "none",
+                              "backbone_kwargs": TINY["backbone_kwargs"]
+                              + (("width", 8),)})
+    encoder = init(narrow)["params"]["encoder"]
+    self.assertEqual(encoder["conv1"]["kernel"].shape, (7, 7, 1, 8))
+    self.assertEqual(encoder["fc"]["kernel"].shape, (64, 12))
     with self.assertRaisesRegex(ValueError, r"attribute_head='mlp'"):
       init(daegcn.DAEGCN(**{**TINY, "attribute_head": "mlp"}))
     with self.assertRaisesRegex(ValueError, r"image_size=40"):
