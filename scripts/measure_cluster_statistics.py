@@ -28,8 +28,6 @@ import pathlib
 import sys
 import time
 
-import tqdm
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 # pylint: disable=g-import-not-at-top
 from mammojax.data import synthetic
@@ -52,8 +50,7 @@ def measure(config: synthetic.SyntheticConfig, num_images: int,
             seed: int = 0, progress: bool = False) -> dict:
   """Plans `num_images` images and compares them with CBIS-DDSM."""
   clusters, per_image = [], []
-  images = planning.planned_clusters(config, num_images, seed)
-  for image in tqdm.tqdm(images, disable=not progress, desc="images"):
+  for image in planning.planned_clusters(config, num_images, seed, progress):
     clusters.extend(image)
     per_image.append(len(image))
   generated = statistics.cluster_statistics(clusters, per_image)

@@ -401,7 +401,8 @@ def _plan_breast(config: SyntheticConfig, seed: int, patient: int,
 
 
 def planned_clusters(config: SyntheticConfig, num_images: int,
-                     seed: int = 0) -> list[list[dict]]:
+                     seed: int = 0, progress: bool = False
+                     ) -> list[list[dict]]:
   """The clusters of the first `num_images` images, planned, not rendered.
 
   Returns, per image of `layout.plan_dataset`, one dict per cluster:
@@ -410,9 +411,13 @@ def planned_clusters(config: SyntheticConfig, num_images: int,
   views of one breast share their clusters, as CBIS-DDSM lists one
   abnormality per view.
   """
-  from mammojax.data.synthetic import layout  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import tqdm
+  from mammojax.data.synthetic import layout
+  # pylint: enable=g-import-not-at-top
   out = []
-  for spec in layout.plan_dataset(config, num_images, seed=seed):
+  specs = layout.plan_dataset(config, num_images, seed=seed)
+  for spec in tqdm.tqdm(specs, disable=not progress, desc="planned images"):
     plan = _plan_breast(config, spec.seed, spec.patient_index,
                         spec.breast_views)
     out.append([{
