@@ -34,7 +34,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.protocol.rows = ()  # () = every MT-GCN row; or names / groups.
   config.protocol.num_folds = 5
   config.protocol.folds = ()  # () = all folds.
-  config.protocol.num_epochs = 0  # 0 = the configs' own.
+  config.protocol.schedule = "default"  # ablation.SCHEDULES: or "paper".
+  config.protocol.num_epochs = 0  # 0 = the schedule's own.
   config.protocol.dataset_builder_config = ""  # "" = the configs' own.
   config.protocol.report_only = False  # Train nothing, tabulate what exists.
   config.mtgcn = mtgcn.get_config(variant)

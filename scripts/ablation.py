@@ -11,6 +11,8 @@ AUC as mean ± sample std (ddof = 1) over folds. ``--rows`` names rows of
 for every row.
 
   python scripts/ablation.py --workdir=runs/ablation --folds=5
+  python scripts/ablation.py --workdir=runs/ablation_paper --folds=3 \
+      --schedule=paper --rows=all
   python scripts/ablation.py --workdir=runs/ablation_quick --folds=2 \
       --num_epochs=5 --rows=proposed,task_node,task_graph,distill
   python scripts/ablation.py --workdir=runs/ablation_quick --folds=2 \
@@ -40,7 +42,13 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("folds", 5, "k of the patient-wise k-fold CV.")
 flags.DEFINE_list("only_folds", [], "Run only these fold indices.")
-flags.DEFINE_integer("num_epochs", 0, "Override config.num_epochs (0: keep).")
+flags.DEFINE_enum(
+    "schedule", "default", list(ablation.SCHEDULES),
+    "Training schedule of every row: 'default' (the configs' own, 30 "
+    "epochs) or 'paper' (configs/mtgcn.py:paper's: hidden 128, lr 3e-4, "
+    "100 epochs, no early stopping; 100 epochs for the CNN baselines).")
+flags.DEFINE_integer("num_epochs", 0,
+                     "Override the schedule's num_epochs (0: keep).")
 flags.DEFINE_list(
     "rows", [],
     "Rows to run (default: every ROWS row); names of ROWS or BASELINE_ROWS, "
@@ -67,6 +75,7 @@ def get_config():
   p.rows = tuple(FLAGS.rows)
   p.num_folds = FLAGS.folds
   p.folds = tuple(int(f) for f in FLAGS.only_folds)
+  p.schedule = FLAGS.schedule
   p.num_epochs = FLAGS.num_epochs
   p.dataset_builder_config = FLAGS.dataset_builder_config
   p.report_only = FLAGS.report_only

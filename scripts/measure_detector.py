@@ -7,7 +7,8 @@ Detections are matched one-to-one to annotated calcification centres within
   (display image, annotated `center_xy` and `morphology`), ROI = the breast
   mask minus a 1 mm margin at the skin line; `--num_images` per seed of
   `--seeds`. Reports overall P / R / F1, per-seed numbers and recall per
-  morphology. Tune on seeds 0-1, report on held-out seeds (2-4).
+  morphology and per cluster subtlety (1-5 of the default generator;
+  "unknown" under `--overrides='{"calc_statistics": "independent"}'`). Tune on seeds 0-1, report on held-out seeds (2-4).
 * `--source=blobs`: the small textured blob renderer of the unit test.
 
 `--visibility` adds, per morphology, the contrast-to-noise of each
@@ -86,6 +87,11 @@ def _synthetic_images(num, seeds, overrides):
         [_get(c, "center_xy") for c in calcs_list], np.float64
     ).reshape(-1, 2)
     morph = [str(_get(c, "morphology", "unknown")) for c in calcs_list]
+    cluster_subtlety = {
+        _get(cl, "cluster_id"): _get(cl, "subtlety")
+        for cl in _get(annotation, "clusters", [])}
+    subtlety = [str(cluster_subtlety.get(_get(c, "cluster_id")) or "unknown")
+                for c in calcs_list]
     breast = _get(image, "breast_mask")
     if breast is None:
       breast = display > 0
@@ -95,7 +101,8 @@ def _synthetic_images(num, seeds, overrides):
     )
     yield dict(
         image=display, centres=centres, spacing=spacing, roi=roi,
-        morph=morph, seed=seed, breast=np.asarray(breast, bool),
+        morph=morph, subtlety=subtlety, seed=seed,
+        breast=np.asarray(breast, bool),
         calc_mask=_get(image, "calcification_mask"),
     )
 
@@ -162,6 +169,7 @@ def main(argv):
     options["tophat_diameter_mm"] = _TOPHAT.value
   counts = collections.defaultdict(lambda: [0, 0, 0])  # seed -> tp fp fn
   found, total = collections.Counter(), collections.Counter()
+  found_s, total_s = collections.Counter(), collections.Counter()
   vis = collections.defaultdict(list)
   per_image, detect_seconds, gen_seconds, shapes = [], 0.0, 0.0, []
   start = time.perf_counter()
@@ -184,6 +192,9 @@ def main(argv):
     for j, morph in enumerate(item["morph"]):
       total[morph] += 1
       found[morph] += j in hit
+    for j, sub in enumerate(item.get("subtlety", ())):
+      total_s[sub] += 1
+      found_s[sub] += j in hit
     if _VISIBILITY.value and item.get("calc_mask") is not None:
       for j, (cnr, snr) in enumerate(visibility(
           image, centres, spacing, item["breast"], item["calc_mask"])):
@@ -211,6 +222,11 @@ def main(argv):
           k: {"found": found[k], "total": total[k],
               "recall": round(found[k] / total[k], 4)}
           for k in sorted(total)
+      },
+      "recall_per_subtlety": {
+          k: {"found": found_s[k], "total": total_s[k],
+              "recall": round(found_s[k] / total_s[k], 4)}
+          for k in sorted(total_s)
       },
       "per_seed": {str(k): _prf(*v) for k, v in sorted(counts.items())},
       "detect_seconds_per_image": round(detect_seconds / len(shapes), 3),

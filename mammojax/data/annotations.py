@@ -12,8 +12,9 @@ Defaults of optional fields:
   image: `patient_id` = image_id, `rows`/`columns`/`pixel_spacing_mm`/
     `density` None, `calcifications`/`clusters`/`masses` [], `labels` {}.
   calcification: `contour_xy`/`diameter_mm`/`morphology`/`cluster_id` None.
-  cluster: `distribution` None, `pathology` None (an extension of the
-    documented format), `calcification_ids` = ids of calcifications naming it.
+  cluster: `distribution` None, `pathology` None, `subtlety` None (1-5,
+    the CBIS-DDSM rating; extensions of the documented format),
+    `calcification_ids` = ids of calcifications naming it.
   mass: `contour_xy`/`shape`/`margin`/`pathology` None.
 """
 
@@ -52,6 +53,7 @@ class Cluster(TypedDict):
   cluster_id: int
   distribution: Optional[str]
   pathology: Optional[str]
+  subtlety: Optional[int]
   calcification_ids: list[int]
 
 
@@ -217,9 +219,14 @@ def _validate_cluster(
   if not isinstance(c, dict):
     _fail(where, f"cluster must be an object, got {c!r}")
   _check_keys(c, where, ("cluster_id",),
-              ("distribution", "pathology", "calcification_ids"))
+              ("distribution", "pathology", "calcification_ids",
+               "subtlety"))
   out = {"cluster_id": _int(c, "cluster_id", where)}
   where = f"{image_where}: cluster {out['cluster_id']}"
+  subtlety = c.get("subtlety")
+  if subtlety is not None and not (_is_int(subtlety) and 1 <= subtlety <= 5):
+    _fail(where, f"subtlety must be an integer 1-5 or null, got {subtlety!r}")
+  out["subtlety"] = subtlety
   out["distribution"] = _label(c, "distribution", "distribution", vocabs,
                                where)
   out["pathology"] = _label(c, "pathology", "pathology", vocabs, where)

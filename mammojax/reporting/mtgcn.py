@@ -15,6 +15,7 @@ import numpy as np
 from mammojax.reporting import classification
 from mammojax.reporting import plots
 from mammojax.reporting import report as report_lib
+from mammojax.training import metrics as metrics_lib
 
 _TASK_FIELDS = {"node": "morphology", "graph": "distribution"}
 _TASK_TITLES = {"node": "morphology (node task)",
@@ -42,6 +43,45 @@ def _per_sample_nodes(raw: dict[str, np.ndarray], sizes: list[int]):
   probs = raw["node_probs"][mask]
   bounds = np.cumsum([0] + sizes)
   return [probs[bounds[i] : bounds[i + 1]] for i in range(len(sizes))]
+
+
+def per_subtlety_metrics(
+    data: Any, raw: dict[str, np.ndarray], split: str,
+) -> dict[str, dict[str, Any]]:
+  """Test AUCs (ovo, ovr) of both tasks per cluster subtlety (1-5).
+
+  The evaluated split's real graphs and nodes come in the order of
+  ``data.splits[split]`` (``_per_sample_nodes``); each example's
+  ``subtlety`` feature (-1 unknown, left out) groups them. A group
+  missing classes gets the AUC over its present classes (as
+  ``classification_report`` does), None below two.
+  """
+  indices = list(data.splits[split])
+  subtlety = np.asarray([int(data.examples[i].get("subtlety", -1))
+                         for i in indices])
+  sizes = [len(data.examples[i]["morphology"]) for i in indices]
+  out: dict[str, dict[str, Any]] = {}
+  for s in sorted(set(subtlety[subtlety >= 1].tolist())):
+    row: dict[str, Any] = {"graphs": int((subtlety == s).sum())}
+    for task, field in (("graph", "distribution"), ("node", "morphology")):
+      if f"{task}_probs" not in raw:
+        continue
+      keep = raw[f"{task}_mask"]
+      probs = raw[f"{task}_probs"][keep]
+      labels = raw[f"{task}_labels"][keep]
+      which = subtlety == s if task == "graph" else np.repeat(
+          subtlety == s, sizes)
+      if len(which) != len(labels):
+        return {}  # Not in split order (should not happen): no table.
+      sel = which & (labels >= 0)
+      report = metrics_lib.classification_report(
+          labels[sel], probs[sel],
+          class_names=list(data.vocabularies[field]))
+      row[f"{task}_items"] = int(sel.sum())
+      row[f"{task}_auc_ovo"] = report.get("auc_ovo")
+      row[f"{task}_auc_ovr"] = report.get("auc_ovr")
+    out[str(s)] = row
+  return out
 
 
 def write_run_report(
@@ -108,6 +148,10 @@ def write_run_report(
     for task in config.tasks:
       if task in results.get(name, {}):
         tasks[f"{_TASK_TITLES[task]}, {name}"] = results[name][task]
+  subtlety = per_subtlety_metrics(data, raw, split) if raw else {}
+  if subtlety:
+    with open(os.path.join(workdir, "subtlety_metrics.json"), "w") as f:
+      json.dump({"split": split, "per_subtlety": subtlety}, f, indent=2)
   report = {
       "title": f"{config.method} run report",
       "run": {

@@ -33,9 +33,10 @@ def _image(config: synthetic.SyntheticConfig, seed: int, index: int):
 
 
 def _only(distribution: str) -> synthetic.SyntheticConfig:
-  """SMALL with every cluster of one distribution."""
+  """SMALL with every cluster of one distribution (the independent draws)."""
   probs = tuple(float(d == distribution) for d in synthetic.DISTRIBUTIONS)
-  return dataclasses.replace(SMALL, distribution_probs=probs)
+  return dataclasses.replace(SMALL, calc_statistics="independent",
+                             distribution_probs=probs)
 
 
 def _centres_mm(image: synthetic.SyntheticImage) -> np.ndarray:
@@ -320,7 +321,8 @@ class CalcificationTest(absltest.TestCase):
     for morphology, (lo, hi) in (("punctate", (0.15, 0.5)),
                                  ("coarse_heterogeneous", (0.5, 1.0))):
       probs = tuple(float(m == morphology) for m in synthetic.MORPHOLOGIES)
-      config = dataclasses.replace(SMALL, morphology_probs=probs,
+      config = dataclasses.replace(SMALL, calc_statistics="independent",
+                                   morphology_probs=probs,
                                    mixed_morphology_fraction=0.0)
       image = synthetic.generate_image(config, 3, 0)
       calcs = image.annotation["calcifications"]

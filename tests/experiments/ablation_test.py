@@ -93,10 +93,11 @@ class AblationTest(absltest.TestCase):
       self.assertEqual(json.load(f), json.loads(json.dumps(table)))
     text = open(os.path.join(workdir, "ablation.md")).read()
     self.assertIn("sample std over folds (ddof = 1)", text)
-    self.assertIn("| task-specific morphology | — | — | 0.900 (1 fold) | "
-                  "0.910 (1 fold) | — / 0.608 |", text)
-    self.assertIn("| single KNN graph | — | — | — | — | 0.742 / 0.580 |",
-                  text)
+    sched = "default: 2 epochs, lr 1e-03, early stop 10, hidden 16"
+    self.assertIn(f"| task-specific morphology | {sched} | — | — | "
+                  "0.900 (1 fold) | 0.910 (1 fold) | — / 0.608 |", text)
+    self.assertIn(f"| single KNN graph | {sched} | — | — | — | — | "
+                  "0.742 / 0.580 |", text)
 
   def test_distill_trains_missing_teachers_then_the_student(self):
     workdir = self.create_tempdir().full_path
@@ -131,8 +132,9 @@ class AblationTest(absltest.TestCase):
     self.assertIn("task_node and task_graph", row["config"])
     text = open(os.path.join(workdir, "ablation.md")).read()
     self.assertIn("| knowledge distillation (student of the task-specific "
-                  "rows) | 0.610 ± 0.014 | 0.615 ± 0.014 | 0.610 ± 0.014 | "
-                  "0.615 ± 0.014 | — / — |", text)
+                  "rows) | default: 2 epochs, lr 1e-03, early stop 10, "
+                  "hidden 16 | 0.610 ± 0.014 | 0.615 ± 0.014 | "
+                  "0.610 ± 0.014 | 0.615 ± 0.014 | — / — |", text)
     # Resumable: teachers (now rows of their own) and student are reused.
     again = ablation.run_protocol(
         _config(rows=("task_node", "task_graph", "distill"), num_folds=3,
@@ -186,6 +188,33 @@ class AblationTest(absltest.TestCase):
     c = ablation.row_config(config, "layers_2", 1, "/w")
     self.assertEqual((c.num_epochs, c.dataset.builder_config,
                       c.model.num_layers), (5, "paper", 2))
+
+  def test_schedule(self):
+    config = _config(num_folds=2, schedule="paper")
+    c = ablation.row_config(config, "layers_2", 0, "/w")
+    self.assertEqual((c.num_epochs, c.learning_rate, c.model.hidden_size,
+                      c.early_stopping_patience, c.model.num_layers),
+                     (100, 3e-4, 128, 0, 2))
+    b = ablation.row_config(config, "resnet18_image", 0, "/w")
+    self.assertEqual((b.num_epochs, b.early_stopping_patience), (100, 0))
+    self.assertEqual(ablation.schedule_of(config, "proposed"),
+                     "paper: 100 epochs, lr 3e-04, hidden 128")
+    # --num_epochs still wins over the schedule's epochs.
+    config.protocol.num_epochs = 7
+    self.assertEqual(ablation.row_config(config, "proposed", 0, "/w")
+                     .num_epochs, 7)
+    default = _config(num_folds=2)
+    self.assertEqual(ablation.row_config(default, "proposed", 0, "/w")
+                     .num_epochs, default.mtgcn.num_epochs)
+    table = ablation.render_table(
+        {"proposed": {"description": "proposed", "schedule": "paper: x",
+                      "summary": ablation.summarize([]),
+                      "paper_auc": {"distribution": None,
+                                    "morphology": None}}}, config)
+    self.assertIn("schedule `paper`", table)
+    self.assertIn("| proposed | paper: x |", table)
+    with self.assertRaisesRegex(ValueError, "config.protocol.schedule='x'"):
+      ablation.row_config(_config(schedule="x"), "proposed", 0, "/w")
 
   def test_rows_groups_and_unknown_names(self):
     self.assertEqual(ablation.expand_rows([]), list(ablation.ROWS))

@@ -94,6 +94,7 @@ def summarise(
       "nodes": 0,
       "morphology": {},
       "distribution": {},
+      "subtlety": {},
       "skipped": {},
   }
   examples = []
@@ -106,6 +107,9 @@ def summarise(
       d = ex["distribution"]
       name = "unknown" if d < 0 else vocabularies["distribution"][d]
       report["distribution"][name] = report["distribution"].get(name, 0) + 1
+      s = int(ex.get("subtlety", -1))
+      name = "unknown" if s < 0 else str(s)
+      report["subtlety"][name] = report["subtlety"].get(name, 0) + 1
       for m in ex["morphology"]:
         name = "unknown" if m < 0 else vocabularies["morphology"][m]
         report["morphology"][name] = report["morphology"].get(name, 0) + 1
@@ -117,12 +121,19 @@ def summarise(
 class SyntheticCalcifications(tfds.core.GeneratorBasedBuilder):
   """Calcification graphs from the embedded synthetic mammogram generator."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": ("Clusters with the CBIS-DDSM statistics (joint morphology x "
+                "distribution, coherent mixing, subtlety, several clusters "
+                "per image); feature subtlety; builder configs independent "
+                "(the 1.0.0 data) and balanced."),
+  }
   BUILDER_CONFIGS = [
       graph_examples.CalcGraphConfig(
           name="default",
-          description="The paper's size: about 390 images, 200 patients.",
+          description=("The paper's size: about 390 images, 200 patients; "
+                       "clusters with the CBIS-DDSM statistics."),
       ),
       graph_examples.CalcGraphConfig(
           name="tiny",
@@ -131,6 +142,22 @@ class SyntheticCalcifications(tfds.core.GeneratorBasedBuilder):
           num_patients=None,
           generator_overrides=(("breast_scale", 0.5),),
           workers=1,
+      ),
+      graph_examples.CalcGraphConfig(
+          name="independent",
+          description=("The default's size with the generator before issue "
+                       "15: distribution and dominant morphology independent "
+                       "and balanced, uniform mixing, one cluster per image, "
+                       "no subtlety (reproduces the earlier numbers)."),
+          generator_overrides=(("calc_statistics", "independent"),),
+      ),
+      graph_examples.CalcGraphConfig(
+          name="balanced",
+          description=("The default with balanced dominant morphologies "
+                       "(P(distribution, mixing | morphology) stay the "
+                       "CBIS-DDSM ones)."),
+          generator_overrides=(
+              ("dominant_morphology_probs", (0.2, 0.2, 0.2, 0.2, 0.2)),),
       ),
   ]
 
@@ -200,8 +227,9 @@ class DicomFolderCalcifications(tfds.core.GeneratorBasedBuilder):
   ``python -m mammojax.data.synthesize`` writes.
   """
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "Graph feature subtlety (1-5, -1 unknown)."}
   BUILDER_CONFIGS = [graph_examples.CalcGraphConfig(name="default")]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Point manual_dir at a folder with annotations.json (see "

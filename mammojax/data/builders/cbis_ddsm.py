@@ -211,6 +211,11 @@ def locate_calcifications(
   ), how
 
 
+def _subtlety(value: Any) -> Optional[int]:
+  """The CSV's subtlety when it is a rating 1-5, else None (unknown)."""
+  return value if isinstance(value, int) and 1 <= value <= 5 else None
+
+
 def calc_graph_examples(payload) -> base.ItemResult:
   """One calc abnormality -> its graph example (or a reported skip)."""
   record, vocabularies, config = payload
@@ -262,6 +267,7 @@ def calc_graph_examples(payload) -> base.ItemResult:
   annotation["clusters"] = [{
       "cluster_id": 0,
       "distribution": record.labels.get("calc_distribution"),
+      "subtlety": _subtlety(record.labels.get("subtlety")),
       "calcification_ids": list(range(len(keep))),
   }]
   try:
@@ -294,8 +300,9 @@ def calc_graph_examples(payload) -> base.ItemResult:
 class CbisDdsmCalcifications(tfds.core.GeneratorBasedBuilder):
   """CBIS-DDSM calc abnormalities as calcification graphs (MT-GCN)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "Graph feature subtlety (1-5, -1 unknown)."}
   BUILDER_CONFIGS = [
       CbisCalcConfig(name="default", description="Full resolution."),
       CbisCalcConfig(

@@ -4,7 +4,8 @@
 ``cbis_ddsm_calcifications`` and ``inbreast_calcifications`` emit one
 example per calcification cluster with the same features (``features``):
 the node inputs MT-GCN consumes (full-resolution patches, normalised
-coordinates, morphology labels), the cluster's distribution label, a crop of
+coordinates, morphology labels), the cluster's distribution label and
+subtlety (1-5, -1 unknown; the annotation's cluster ``subtlety``), a crop of
 the mammogram around the cluster (for drawing graphs), a downsampled full
 view (for image models) and the patient id (for patient-wise splits).
 
@@ -58,6 +59,7 @@ def features(config: CalcGraphConfig) -> tfds.features.FeaturesDict:
       "coords": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
       "morphology": tfds.features.Tensor(shape=(None,), dtype=np.int64),
       "distribution": tfds.features.Scalar(dtype=np.int64),
+      "subtlety": tfds.features.Scalar(dtype=np.int64),
       "image_shape": tfds.features.Tensor(shape=(2,), dtype=np.int64),
       "pixel_spacing_mm": tfds.features.Tensor(shape=(2,), dtype=np.float32),
       "crop": tfds.features.Tensor(
@@ -176,6 +178,7 @@ def examples_from_image(
     )
     dist = cluster.get("distribution")
     dist_idx = -1 if dist is None else dist_vocab.index(dist)
+    subtlety = cluster.get("subtlety")
     crop, box = _square_crop(
         image, centers, float(spacing[1]), config.crop_size
     )
@@ -197,6 +200,7 @@ def examples_from_image(
             ).astype(np.float32),
             "morphology": morph,
             "distribution": dist_idx,
+            "subtlety": -1 if subtlety is None else int(subtlety),
             "image_shape": np.asarray([height, width], np.int64),
             "pixel_spacing_mm": spacing,
             "crop": crop,

@@ -131,8 +131,9 @@ def cluster_examples(payload) -> base.ItemResult:
 class InbreastCalcifications(tfds.core.GeneratorBasedBuilder):
   """INbreast annotated calcifications as calcification graphs."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "Graph feature subtlety (-1: INbreast has none)."}
   BUILDER_CONFIGS = [
       InbreastConfig(name="default", description="Full resolution."),
       InbreastConfig(

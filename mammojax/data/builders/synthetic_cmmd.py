@@ -98,6 +98,9 @@ def generator_configs(
 ) -> dict[str, synthetic.SyntheticConfig]:
   """One generator config per abnormality kind (same patient layout)."""
   kwargs = dict(config.generator_overrides)
+  # The whole-image set keeps the generator's clusters from before issue 15
+  # (one balanced cluster per image) unless an override asks otherwise.
+  kwargs.setdefault("calc_statistics", "independent")
   kwargs["subtype_probs"] = tuple(config.subtype_probs)
   if config.pixel_spacing_mm:
     kwargs["pixel_spacings_mm"] = (float(config.pixel_spacing_mm),)

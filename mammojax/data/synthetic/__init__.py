@@ -20,6 +20,9 @@ ACR BI-RADS Atlas descriptors):
   full-field and digitised-film mammograms measure 2.88-3.15;
   scaled by ACR density (a-d) and an envelope that keeps a subcutaneous fat
   layer; `measure_beta` recovers beta from the output;
+* clusters: by default drawn with the statistics of the CBIS-DDSM calc
+  cases (joint morphology x distribution, coherent mixed morphologies,
+  subtlety -> conspicuity, several clusters per image; `statistics.py`);
 * calcifications: supersampled shapes per BI-RADS morphology, rendered as
   path-length x attenuation with partial volume, placed per BI-RADS
   distribution in 3-D and projected into both views of a breast (so CC and
@@ -40,7 +43,8 @@ Labels in the annotation (docs/architecture.md): calcifications with
 `center_xy` (bounding-box centre of the rendered mask, stored pixel grid),
 `contour_xy` (ordered boundary pixel centres of the mask, 8-connected),
 `diameter_mm` (greatest dimension of the shape, mm), `morphology`,
-`cluster_id`; clusters with `distribution` and `pathology`; masses; image
+`cluster_id`; clusters with `distribution`, `pathology` and (default
+generator) `subtlety` 1-5; masses; image
 `labels`: `pathology` (malignant if any finding is), `subtype` (malignant
 cases only; weakly correlated with appearance: spiculated masses tilt
 towards luminal A, fine pleomorphic / linear calcifications towards HER2,
@@ -53,6 +57,7 @@ Layout (one concept per module; this package re-exports the public API):
   geometry.py      breast outline, nipple, pectoral muscle, 3-D -> view
   calc_shapes.py   calcification shapes and rendering, trace_contour
   planning.py      findings plan of a breast: clusters, masses, risk, subtype
+  statistics.py    CBIS-DDSM cluster statistics: estimate, draw, compare
   masses.py        mass outlines and margins, rendered into `A`
   render.py        generate_image, SyntheticImage, windowing, beta ROI
   dicom_writer.py  MG For Presentation datasets, write_dicom, for_processing

@@ -9,6 +9,7 @@ and in any order.
 """
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -61,8 +62,28 @@ class SyntheticConfig:
   # Glandular fraction mean and texture std per ACR density a-d.
   gland_mean: tuple[float, ...] = (0.05, 0.2, 0.4, 0.6)
   gland_std: tuple[float, ...] = (0.08, 0.12, 0.15, 0.17)
-  # Calcifications.
-  clusters_per_image: int = 1
+  # Calcifications. `calc_statistics` = "cbis_ddsm" (default): a cluster's
+  # (dominant morphology, other morphologies, distribution), its subtlety
+  # and the clusters per image follow the CBIS-DDSM calc case descriptions
+  # (`statistics.py`, data file cbis_ddsm_calc_statistics.json); the
+  # dominant morphology's marginal is `dominant_morphology_probs` (None: the
+  # real one). The other morphologies of a mixed cluster each label a
+  # spatially coherent group of neighbours, a `minority_fraction` share of
+  # the members. "independent" (the generator before issue 15): distribution
+  # and dominant morphology drawn independently from `distribution_probs` /
+  # `morphology_probs`, a `mixed_morphology_fraction` of the calcifications
+  # relabelled uniformly at random, no subtlety, `clusters_per_image`
+  # (None -> 1) clusters per image.
+  calc_statistics: str = "cbis_ddsm"
+  clusters_per_image: Optional[int] = None  # None: drawn (cbis_ddsm) / 1
+  max_clusters_per_image: int = 7
+  dominant_morphology_probs: Optional[tuple[float, ...]] = None
+  minority_fraction: tuple[float, float] = (0.2, 0.4)
+  # Conspicuity per CBIS-DDSM subtlety 1 (subtle) .. 5 (obvious): factors
+  # on the calcifications' attenuation and on their linear size (5 = the
+  # "independent" generator's rendering).
+  subtlety_contrast: tuple[float, ...] = (0.45, 0.6, 0.75, 0.9, 1.0)
+  subtlety_size: tuple[float, ...] = (0.75, 0.85, 0.92, 1.0, 1.0)
   distribution_probs: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
   morphology_probs: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
   mixed_morphology_fraction: float = 0.15

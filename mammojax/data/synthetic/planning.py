@@ -8,6 +8,18 @@ dominant morphology + distribution (clusters) or of shape + margin (masses);
 the subtype of a malignant breast is weakly tied to its appearance
 (spiculated masses tilt towards luminal A, fine pleomorphic / linear
 calcifications towards HER2, round / oval masses towards triple negative).
+
+Clusters (`SyntheticConfig.calc_statistics`): by default ("cbis_ddsm") a
+cluster's dominant morphology, its other morphologies and its distribution
+are one real CBIS-DDSM case drawn by `statistics.draw_case` (P(case |
+dominant) as in the CSVs, the dominant's marginal configurable); each other
+morphology labels a spatially coherent group of neighbours
+(`_coherent_groups`: a seed calcification and its nearest neighbours, a
+`minority_fraction` share of the members), as MT-GCN's premise reads (one
+morphology's calcifications lie near each other); the cluster's subtlety
+1-5 and the clusters per breast have the real frequencies. "independent"
+is the generator before: distribution and dominant drawn independently,
+mixed-in morphologies scattered uniformly, one cluster per image.
 """
 
 import dataclasses
@@ -28,6 +40,7 @@ from mammojax.data.synthetic.config import _FINDINGS
 from mammojax.data.synthetic.config import _PATIENT
 from mammojax.data.synthetic.config import SyntheticConfig
 from mammojax.data.synthetic.config import _rng
+from mammojax.data.synthetic import statistics
 from mammojax.data.synthetic.geometry import _Geometry
 from mammojax.data.synthetic.geometry import _view_geometry
 
@@ -55,6 +68,7 @@ class _ClusterPlan:
   apex3: Optional[np.ndarray] = None  # segmental apex
   triangles: Optional[dict] = None  # segmental: view -> [3, 2] xy mm
   size_base: float = 0.5
+  subtlety: Optional[int] = None  # CBIS-DDSM rating 1 (subtle) .. 5
 
 
 @dataclasses.dataclass
@@ -199,12 +213,48 @@ def _in_triangle(p: np.ndarray, tri: np.ndarray) -> bool:
   return all(v >= 0 for v in s) or all(v <= 0 for v in s)
 
 
+def _check_statistics(config) -> None:
+  """Raises a ValueError naming the config key when it is not known."""
+  if config.calc_statistics != "independent":
+    statistics.load_statistics(config.calc_statistics)
+
+
+def _coherent_groups(points, minority, rng, fraction) -> list:
+  """Morphology per point: each minority one on a group of neighbours.
+
+  Each morphology of `minority` labels a `fraction`-drawn share (at least
+  one point, always leaving one dominant point) of the cluster: a random
+  still-dominant seed point and its nearest still-dominant neighbours (3-D
+  distance), so the minority calcifications lie together.
+  """
+  n = len(points)
+  labels = [None] * n
+  pts = np.asarray(points)
+  for morph in minority:
+    free = [i for i in range(n) if labels[i] is None]
+    if len(free) < 2:
+      break
+    k = min(max(1, int(round(rng.uniform(*fraction) * n))), len(free) - 1)
+    seed = free[int(rng.integers(len(free)))]
+    d2 = np.sum((pts[free] - pts[seed]) ** 2, 1)
+    for j in np.argsort(d2, kind="stable")[:k]:
+      labels[free[j]] = morph
+  return labels
+
+
 def _plan_cluster(config, rng, geos, cluster_id: int, first_id: int):
   """Plans one calcification cluster visible in all `geos` views."""
-  dist = DISTRIBUTIONS[rng.choice(len(DISTRIBUTIONS),
-                                  p=config.distribution_probs)]
-  dominant = MORPHOLOGIES[rng.choice(len(MORPHOLOGIES),
-                                     p=config.morphology_probs)]
+  independent = config.calc_statistics == "independent"
+  subtlety, minority = None, ()
+  if independent:
+    dist = DISTRIBUTIONS[rng.choice(len(DISTRIBUTIONS),
+                                    p=config.distribution_probs)]
+    dominant = MORPHOLOGIES[rng.choice(len(MORPHOLOGIES),
+                                       p=config.morphology_probs)]
+  else:
+    dominant, minority, dist = statistics.draw_case(
+        rng, config.calc_statistics, config.dominant_morphology_probs)
+    subtlety = statistics.draw_subtlety(rng, config.calc_statistics)
   lo, hi = config.calcification_counts[DISTRIBUTIONS.index(dist)]
   hi = max(min(hi, config.max_calcifications), 1)
   lo = min(lo, hi)
@@ -254,18 +304,35 @@ def _plan_cluster(config, rng, geos, cluster_id: int, first_id: int):
                        "breast_scale too small?")
   points, extra, tris = best
   calcs = []
-  for k, p3 in enumerate(points):
-    morph = dominant
-    if rng.random() < config.mixed_morphology_fraction:
-      others = [m for m in MORPHOLOGIES if m != dominant]
-      morph = others[rng.integers(len(others))]
-    calcs.append(_CalcPlan(first_id + k, morph, p3,
-                           int(rng.integers(2**31))))
+  if independent:
+    for k, p3 in enumerate(points):
+      morph = dominant
+      if rng.random() < config.mixed_morphology_fraction:
+        others = [m for m in MORPHOLOGIES if m != dominant]
+        morph = others[rng.integers(len(others))]
+      calcs.append(_CalcPlan(first_id + k, morph, p3,
+                             int(rng.integers(2**31))))
+  else:
+    labels = _coherent_groups(points, minority, rng, config.minority_fraction)
+    for k, (p3, morph) in enumerate(zip(points, labels)):
+      calcs.append(_CalcPlan(first_id + k, morph or dominant, p3,
+                             int(rng.integers(2**31))))
   risk = _MORPH_RISK[dominant] + _DIST_RISK[dist]
   pathology = "malignant" if rng.random() < _sigmoid(risk) else "benign"
   return _ClusterPlan(cluster_id, dist, dominant, pathology, calcs,
                       axis3=extra.get("axis3"), apex3=extra.get("apex3"),
-                      triangles=tris, size_base=float(rng.random()))
+                      triangles=tris, size_base=float(rng.random()),
+                      subtlety=subtlety)
+
+
+def _cluster_count(config, rng) -> int:
+  """Clusters of one breast: `clusters_per_image`, or drawn when None."""
+  if config.clusters_per_image is not None:
+    return int(config.clusters_per_image)
+  if config.calc_statistics == "independent":
+    return 1
+  return statistics.draw_cluster_count(rng, config.calc_statistics,
+                                       config.max_clusters_per_image)
 
 
 def _plan_mass(config, rng, geos, mass_id: int):
@@ -316,7 +383,8 @@ def _plan_breast(config: SyntheticConfig, seed: int, patient: int,
   geos = [_view_geometry(config, seed, patient, v, spacing) for v in views]
   frng = _rng(seed, _FINDINGS, patient)
   clusters, next_id = [], 0
-  for k in range(config.clusters_per_image):
+  _check_statistics(config)
+  for k in range(_cluster_count(config, frng)):
     cluster = _plan_cluster(config, frng, geos, k, next_id)
     next_id += len(cluster.calcs)
     clusters.append(cluster)
@@ -330,3 +398,32 @@ def _plan_breast(config: SyntheticConfig, seed: int, patient: int,
   return _BreastPlan(spacing, bits, mono1, sigmoid, density, beta, thickness,
                      clusters, masses, "malignant" if malignant else "benign",
                      subtype)
+
+
+def planned_clusters(config: SyntheticConfig, num_images: int,
+                     seed: int = 0, progress: bool = False
+                     ) -> list[list[dict]]:
+  """The clusters of the first `num_images` images, planned, not rendered.
+
+  Returns, per image of `layout.plan_dataset`, one dict per cluster:
+  `distribution`, `dominant`, `morphologies` (distinct, of its
+  calcifications), `subtlety`, `pathology`, `calcifications` (count). The
+  views of one breast share their clusters, as CBIS-DDSM lists one
+  abnormality per view.
+  """
+  # pylint: disable=g-import-not-at-top
+  import tqdm
+  from mammojax.data.synthetic import layout
+  # pylint: enable=g-import-not-at-top
+  out = []
+  specs = layout.plan_dataset(config, num_images, seed=seed)
+  for spec in tqdm.tqdm(specs, disable=not progress, desc="planned images"):
+    plan = _plan_breast(config, spec.seed, spec.patient_index,
+                        spec.breast_views)
+    out.append([{
+        "distribution": c.distribution, "dominant": c.dominant,
+        "morphologies": sorted({x.morphology for x in c.calcs},
+                               key=MORPHOLOGIES.index),
+        "subtlety": c.subtlety, "pathology": c.pathology,
+        "calcifications": len(c.calcs)} for c in plan.clusters])
+  return out

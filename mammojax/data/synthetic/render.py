@@ -28,6 +28,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from scipy import ndimage
 
+from mammojax.data.synthetic.calc_shapes import _CalcShape
 from mammojax.data.synthetic.calc_shapes import _calc_shape
 from mammojax.data.synthetic.calc_shapes import _render_calc
 from mammojax.data.synthetic.calc_shapes import trace_contour
@@ -150,6 +151,26 @@ def _calc_orientation(cluster: _ClusterPlan, geo: _Geometry, xy_mm):
   return math.atan2(d[1], d[0])
 
 
+def _conspicuous(config: SyntheticConfig, shape: _CalcShape,
+                 subtlety: Optional[int]) -> _CalcShape:
+  """The shape at the conspicuity of a CBIS-DDSM subtlety rating.
+
+  Subtlety s (1 subtle .. 5 obvious) scales the shape's linear size by
+  `config.subtlety_size[s - 1]` (path lengths and the greatest dimension
+  with it) and its attenuation by `config.subtlety_contrast[s - 1]`; None
+  (the "independent" generator) leaves the shape as drawn.
+  """
+  if subtlety is None:
+    return shape
+  k = float(config.subtlety_size[subtlety - 1])
+  inside = shape.inside
+  return _CalcShape(
+      inside=lambda x, y: inside(x / k, y / k),
+      half_extent=shape.half_extent * k, blur=shape.blur * k,
+      contrast=shape.contrast * float(config.subtlety_contrast[subtlety - 1]),
+      diameter=shape.diameter * k)
+
+
 def apply_windowing(
     stored: np.ndarray, center: float, width: float, function: str, bits: int
 ) -> np.ndarray:
@@ -269,6 +290,7 @@ def generate_image(
       shape = _calc_shape(c.morphology, _rng(c.shape_seed, 0),
                           _calc_orientation(cluster, geo, xy),
                           cluster.size_base)
+      shape = _conspicuous(config, shape, cluster.subtlety)
       r0, c0, path, mask, diameter = _render_calc(shape, xy[0] / s,
                                                   xy[1] / s, s, q)
       n = path.shape[0]
@@ -347,6 +369,8 @@ def generate_image(
         "pathology": cluster.pathology,
         "calcification_ids": [c.id for c in cluster.calcs],
     })
+    if cluster.subtlety is not None:
+      clusters_json[-1]["subtlety"] = cluster.subtlety
   for geom in cluster_geometry:
     if "triangle_xy" in geom:
       tri = geom["triangle_xy"].copy()
