@@ -24,10 +24,17 @@ def test_report_only_tabulates_existing_folds(tmp_path):
   assert "task_node fold 1: no" in run.stdout
   assert not (tmp_path / "task_node" / "fold1").exists()  # nothing trained
   rows = {
-      line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:5]
+      line.split(" | ")[0].lstrip("| "): line.split(" | ")[2:6]
       for line in (tmp_path / "ablation.md").read_text().splitlines()
       if line.startswith("| ") and "AUC" not in line
   }
+  schedules = {
+      line.split(" | ")[0].lstrip("| "): line.split(" | ")[1]
+      for line in (tmp_path / "ablation.md").read_text().splitlines()
+      if line.startswith("| ") and "AUC" not in line
+  }
+  assert schedules["proposed (multi-task, multi-graph, 8 layers, GradNorm)"
+                  ].startswith("default: 30")
   assert rows["proposed (multi-task, multi-graph, 8 layers, GradNorm)"] == [
       "0.700 ± 0.141", "0.710 ± 0.141", "0.600 ± 0.141", "0.610 ± 0.141"]
   # One fold has no sample std (ddof = 1).

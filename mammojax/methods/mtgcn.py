@@ -55,6 +55,7 @@ from mammojax.objectives import distillation
 from mammojax.objectives import losses
 from mammojax.reporting import mtgcn as report_lib
 from mammojax.training import checkpoints
+from mammojax.training import metrics
 from mammojax.training import validation
 
 # task -> (batch container of its labels, model output, vocabulary).
@@ -338,7 +339,8 @@ def num_items(batch) -> int:
 def write_report(workdir, config, data, results, raw_outputs, state) -> None:
   """ROC / confusion / GradNorm figures, graphs on crops, ``report.md``."""
   del state
-  report_lib.write_run_report(workdir, config, data, results, raw_outputs)
+  report_lib.write_run_report(workdir, config, data, results, raw_outputs,
+                              metrics.classification_report)
 
 
 # ----------------------------------------------------------------------------

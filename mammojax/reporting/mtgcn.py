@@ -8,14 +8,13 @@ mammogram crops with predicted vs true morphology.
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from mammojax.reporting import classification
 from mammojax.reporting import plots
 from mammojax.reporting import report as report_lib
-from mammojax.training import metrics as metrics_lib
 
 _TASK_FIELDS = {"node": "morphology", "graph": "distribution"}
 _TASK_TITLES = {"node": "morphology (node task)",
@@ -47,6 +46,7 @@ def _per_sample_nodes(raw: dict[str, np.ndarray], sizes: list[int]):
 
 def per_subtlety_metrics(
     data: Any, raw: dict[str, np.ndarray], split: str,
+    classification_report: Callable[..., dict[str, Any]],
 ) -> dict[str, dict[str, Any]]:
   """Test AUCs (ovo, ovr) of both tasks per cluster subtlety (1-5).
 
@@ -55,6 +55,9 @@ def per_subtlety_metrics(
   ``subtlety`` feature (-1 unknown, left out) groups them. A group
   missing classes gets the AUC over its present classes (as
   ``classification_report`` does), None below two.
+
+  ``classification_report`` is ``mammojax.training.metrics``'s (passed in
+  by the method: reporting does not import the training layer).
   """
   indices = list(data.splits[split])
   subtlety = np.asarray([int(data.examples[i].get("subtlety", -1))
@@ -74,7 +77,7 @@ def per_subtlety_metrics(
       if len(which) != len(labels):
         return {}  # Not in split order (should not happen): no table.
       sel = which & (labels >= 0)
-      report = metrics_lib.classification_report(
+      report = classification_report(
           labels[sel], probs[sel],
           class_names=list(data.vocabularies[field]))
       row[f"{task}_items"] = int(sel.sum())
@@ -90,8 +93,13 @@ def write_run_report(
     data: Any,
     results: dict[str, Any],
     raw_outputs: dict[str, dict[str, np.ndarray]],
+    classification_report: Optional[Callable[..., dict[str, Any]]] = None,
 ) -> str:
-  """Writes figures and ``report.md``; returns the report's path."""
+  """Writes figures and ``report.md``; returns the report's path.
+
+  With ``classification_report`` (``mammojax.training.metrics``'s) it also
+  writes ``subtlety_metrics.json`` (``per_subtlety_metrics``).
+  """
   fig_dir = os.path.join(workdir, "figures")
   os.makedirs(fig_dir, exist_ok=True)
   figures: dict[str, str] = {}
@@ -148,7 +156,8 @@ def write_run_report(
     for task in config.tasks:
       if task in results.get(name, {}):
         tasks[f"{_TASK_TITLES[task]}, {name}"] = results[name][task]
-  subtlety = per_subtlety_metrics(data, raw, split) if raw else {}
+  subtlety = (per_subtlety_metrics(data, raw, split, classification_report)
+              if raw and classification_report else {})
   if subtlety:
     with open(os.path.join(workdir, "subtlety_metrics.json"), "w") as f:
       json.dump({"split": split, "per_subtlety": subtlety}, f, indent=2)

@@ -6,6 +6,7 @@ from absl.testing import absltest
 import numpy as np
 
 from mammojax.reporting import mtgcn as report
+from mammojax.training import metrics
 
 
 class PerSubtletyTest(absltest.TestCase):
@@ -34,7 +35,8 @@ class PerSubtletyTest(absltest.TestCase):
                                 [.5, .5], [.1, .9], [.2, .8], [.5, .5],
                                 [.5, .5]]),
     }
-    got = report.per_subtlety_metrics(data, raw, "test")
+    got = report.per_subtlety_metrics(data, raw, "test",
+                                      metrics.classification_report)
     self.assertEqual(sorted(got), ["2", "5"])
     self.assertEqual((got["2"]["graphs"], got["2"]["graph_items"],
                       got["2"]["node_items"]), (2, 2, 4))
