@@ -35,9 +35,14 @@ shared CPU cores; details in docs/performance.md): tight budget 1.8x;
 custom-VJP softmax aggregation 1.43x; unrolled layers 1.19x (vs nn.scan);
 elementwise 2->64 edge encoder ~8%; one fused GCN call over both graph types
 0-10% slower steps (1.5x faster compile; off by default);
-``indices_are_sorted`` none; a dense ELL neighbour layout 4.4x slower. With
-the defaults mammojax trains at about PyG's speed (0.86-1.01x) and infers
-1.1-1.5x faster (was 3-7x slower).
+``indices_are_sorted`` none; a dense ELL neighbour layout 4.4x slower; the
+fused GENConv CPU kernel (``gnn.fused``, on by default where it builds;
+``MAMMOJAX_GENCONV_KERNEL=0`` for the jnp path) 1.3-1.5x on the step.
+
+``--sweep [MIN-MAX:BATCH,...]`` runs the scaling table instead (graphs of
+8-64, 64-256, 256-1024 nodes x batch sizes; GradNorm on; each point in a
+fresh process, mammojax then PyG, then the two train steps interleaved;
+train / inference graphs/s, step times, compile time, peak memory).
 
 ``--reference=pyg`` trains / evaluates the same model in PyTorch Geometric
 (``scripts/pyg_reference.py``, ``torch.set_num_threads(2)``) on the same,

@@ -21,7 +21,8 @@ the fallback. The kernel is used only when all hold:
   first use, with the system C++ compiler (``$CXX``, else ``g++`` / ``c++``)
   against the FFI headers shipped with jaxlib (``jax.ffi.include_dir()``),
   into ``$MAMMOJAX_KERNEL_DIR`` (default ``~/.cache/mammojax/kernels``),
-  keyed by a hash of the source, flags, compiler and jax version. Nothing
+  keyed by a hash of the source, flags, compiler, jax version and the host
+  CPU's feature flags (it is built ``-march=native``). Nothing
   is built at ``pip install`` time, so installation never needs a compiler
   (``build_kernel()`` / ``python -m mammojax.models.gnn.fused`` builds it
   ahead of time).
@@ -39,6 +40,7 @@ import hashlib
 import logging
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -90,6 +92,18 @@ def _compiler() -> str | None:
   return None
 
 
+def _cpu_signature() -> bytes:
+  """The host CPU's feature flags (the library is built -march=native)."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith(('flags', 'Features')):
+          return line.encode()
+  except OSError:
+    pass
+  return platform.processor().encode() or platform.machine().encode()
+
+
 def build_kernel(force: bool = False) -> pathlib.Path:
   """Compiles ``kernels/genconv_cpu.cc`` (once) and returns the library path.
 
@@ -106,7 +120,7 @@ def build_kernel(force: bool = False) -> pathlib.Path:
   key = hashlib.sha256(
       b'\0'.join([
           _SOURCE.read_bytes(), ' '.join(_FLAGS).encode(), cxx.encode(),
-          jax.__version__.encode(), str(include).encode(),
+          jax.__version__.encode(), str(include).encode(), _cpu_signature(),
       ])
   ).hexdigest()[:16]
   cache = pathlib.Path(os.environ.get(
