@@ -22,14 +22,14 @@ the fallback. The kernel is used only when all hold:
   against the FFI headers shipped with jaxlib (``jax.ffi.include_dir()``),
   into ``$MAMMOJAX_KERNEL_DIR`` (default ``~/.cache/mammojax/kernels``),
   keyed by a hash of the source, flags, compiler, jax version and the host
-  CPU's feature flags (it is built ``-march=native``). Nothing
-  is built at ``pip install`` time, so installation never needs a compiler
+  CPU's feature flags (it is built ``-march=native``). Nothing is built
+  at ``pip install`` time, so installation never needs a compiler
   (``build_kernel()`` / ``python -m mammojax.models.gnn.fused`` builds it
   ahead of time).
 
 The kernel's channels are split over ``MAMMOJAX_GENCONV_KERNEL_THREADS``
-threads (default 1: XLA's own thread pool already runs the independent
-graph types side by side).
+std::threads (default 1; 2 was slower on the loaded 2-core development
+machine, docs/performance.md).
 """
 
 from __future__ import annotations
