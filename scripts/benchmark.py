@@ -35,9 +35,14 @@ shared CPU cores; details in docs/performance.md): tight budget 1.8x;
 custom-VJP softmax aggregation 1.43x; unrolled layers 1.19x (vs nn.scan);
 elementwise 2->64 edge encoder ~8%; one fused GCN call over both graph types
 0-10% slower steps (1.5x faster compile; off by default);
-``indices_are_sorted`` none; a dense ELL neighbour layout 4.4x slower. With
-the defaults mammojax trains at about PyG's speed (0.86-1.01x) and infers
-1.1-1.5x faster (was 3-7x slower).
+``indices_are_sorted`` none; a dense ELL neighbour layout 4.4x slower; the
+fused GENConv CPU kernel (``gnn.fused``, on by default where it builds;
+``MAMMOJAX_GENCONV_KERNEL=0`` for the jnp path) 1.3-1.5x on the step.
+
+``--sweep [MIN-MAX:BATCH,...]`` runs the scaling table instead (graphs of
+8-64, 64-256, 256-1024 nodes x batch sizes; GradNorm on; each point in a
+fresh process, mammojax then PyG, then the two train steps interleaved;
+train / inference graphs/s, step times, compile time, peak memory).
 
 ``--reference=pyg`` trains / evaluates the same model in PyTorch Geometric
 (``scripts/pyg_reference.py``, ``torch.set_num_threads(2)``) on the same,
@@ -670,6 +675,181 @@ def run_pyg(
 
 
 # ----------------------------------------------------------------------------
+# Scaling sweep: workload sizes x batch sizes, one subprocess per point.
+# ----------------------------------------------------------------------------
+
+DEFAULT_SWEEP = "8-64:8,8-64:32,8-64:128,64-256:8,64-256:32,256-1024:8"
+
+
+def parse_sweep(text: str) -> list[tuple[int, int, int]]:
+  """``'8-64:32,64-256:8'`` -> ``[(8, 64, 32), (64, 256, 8)]``."""
+  points = []
+  for item in filter(None, (p.strip() for p in text.split(","))):
+    try:
+      nodes, batch = item.split(":")
+      lo, hi = (int(v) for v in nodes.split("-"))
+      points.append((lo, hi, int(batch)))
+    except ValueError as err:
+      raise ValueError(
+          f"--sweep item {item!r}: expected MIN-MAX:BATCH, e.g. 64-256:32"
+      ) from err
+    if not 1 <= lo <= hi or points[-1][2] < 1:
+      raise ValueError(f"--sweep item {item!r}: need 1 <= MIN <= MAX, BATCH>=1")
+  return points
+
+
+def _device_peak_bytes(device) -> Optional[int]:
+  with contextlib.suppress(Exception):
+    stats = device.memory_stats()
+    if stats and "peak_bytes_in_use" in stats:
+      return int(stats["peak_bytes_in_use"])
+  return None
+
+
+def run_point(
+    spec: WorkloadSpec, *, seed: int, steps: int, warmup: int,
+    hparams: dict[str, Any], reference: str, pyg_threads: int,
+) -> dict[str, Any]:
+  """One sweep point (GradNorm on): mammojax, then PyG, then interleaved.
+
+  Memory: the device's ``peak_bytes_in_use`` where it reports one (GPU /
+  TPU: jax's, and torch's ``max_memory_allocated`` on CUDA); on the CPU the
+  process's peak RSS after the mammojax part (a fresh process per point,
+  so it is this workload's peak, plus the interpreter and libraries), and
+  the PyG part's increase of it (a lower bound: PyG can reuse freed memory).
+  """
+  device = jax.devices()[0]
+  t0 = time.perf_counter()
+  workload = build_workload(spec, seed)
+  build_s = time.perf_counter() - t0
+  mj = run_mammojax(
+      workload, spec, gradnorm=True, steps=steps, warmup=warmup, seed=seed,
+      hparams=hparams, keep_stepper=True,
+  )
+  stepper = mj.pop("_stepper")
+  rss_mj = _rss_peak_bytes()
+  out = dict(
+      min_nodes=spec.min_nodes, max_nodes=spec.max_nodes,
+      batch_size=spec.batch_size, build_s=round(build_s, 3),
+      **{k: workload["stats"][k] for k in (
+          "budget", "mean_real_nodes_per_batch",
+          "mean_real_edges_per_batch")},
+      mammojax=dict(
+          train_graphs_per_s=mj["train_graphs_per_s"],
+          inference_graphs_per_s=mj["inference_graphs_per_s"],
+          train_step_ms=mj["train_step_ms"]["median"],
+          inference_step_ms=mj["inference_step_ms"]["median"],
+          compile_s=mj["compile_s"]["train"],
+          compile_eval_s=mj["compile_s"]["eval"],
+          compilations=mj["compilations"]["train_step"]
+          + mj["compilations"]["eval_step"],
+          peak_bytes=_device_peak_bytes(device) or rss_mj,
+          peak_source=("device" if _device_peak_bytes(device)
+                       else "host ru_maxrss"),
+      ),
+  )
+  if reference != "pyg":
+    return out
+  import torch  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+  import pyg_reference  # pylint: disable=g-import-not-at-top
+
+  pyg = run_pyg(
+      workload, spec, gradnorm=True, steps=steps, warmup=warmup, seed=seed,
+      hparams=hparams, threads=pyg_threads,
+  )
+  use_cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
+  # A PyG train stepper for the interleaved phase (fresh model, same data).
+  dev = "cuda" if use_cuda else "cpu"
+  datas = [pyg_reference.batch_to_pyg(b, GRAPH_TYPES, dev)
+           for b in workload["batches"]]
+  model = pyg_reference.PygMTGCN(
+      in_features=spec.feature_dim + 2, hidden=spec.hidden,
+      num_layers=spec.num_layers, num_node_classes=spec.num_node_classes,
+      num_graph_classes=spec.num_graph_classes, dropout=spec.dropout,
+      graph_types=GRAPH_TYPES,
+  ).to(dev)
+  trainer = pyg_reference.Trainer(
+      model, learning_rate=hparams["learning_rate"], gradnorm=True,
+      gradnorm_alpha=hparams["gradnorm_alpha"],
+      gradnorm_learning_rate=hparams["gradnorm_learning_rate"],
+  )
+  box = {"i": 0}
+
+  def pyg_step():
+    box["i"] += 1
+    trainer.train_step(datas[box["i"] % len(datas)])
+    if use_cuda:
+      torch.cuda.synchronize()
+
+  pyg_step()
+  inter = interleaved_overhead(stepper, pyg_step, rounds=steps)
+  graphs = spec.batch_size
+  out["pyg"] = dict(
+      train_graphs_per_s=pyg["train_graphs_per_s"],
+      inference_graphs_per_s=pyg["inference_graphs_per_s"],
+      train_step_ms=pyg["train_step_ms"]["median"],
+      inference_step_ms=pyg["inference_step_ms"]["median"],
+      peak_bytes=(int(torch.cuda.max_memory_allocated()) if use_cuda
+                  else _rss_peak_bytes() - rss_mj),
+      peak_source=("torch.cuda.max_memory_allocated" if use_cuda
+                   else "host ru_maxrss increase"),
+  )
+  out["interleaved_train"] = dict(
+      mammojax_step_ms=inter["a_ms"]["median"],
+      pyg_step_ms=inter["b_ms"]["median"],
+      mammojax_graphs_per_s=round(graphs / inter["a_ms"]["median"] * 1e3, 2),
+      pyg_graphs_per_s=round(graphs / inter["b_ms"]["median"] * 1e3, 2),
+  )
+  out["ratio_mammojax_over_pyg"] = dict(
+      train_interleaved=round(
+          inter["b_ms"]["median"] / inter["a_ms"]["median"], 3),
+      train_sequential=_ratio(mj["train_graphs_per_s"],
+                              pyg["train_graphs_per_s"]),
+      inference=_ratio(mj["inference_graphs_per_s"],
+                       pyg["inference_graphs_per_s"]),
+  )
+  return out
+
+
+def run_sweep(args) -> dict[str, Any]:
+  """Each point in a fresh subprocess (``--point``); returns the table."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+
+  points = parse_sweep(args.sweep)
+  rows = []
+  for lo, hi, batch in points:
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()),
+           "--point", f"{lo}-{hi}:{batch}", "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--reference", args.reference,
+           "--num_batches", str(args.num_batches),
+           "--pyg_threads", str(args.pyg_threads), "--config", args.config]
+    if args.seed is not None:
+      cmd += ["--seed", str(args.seed)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+      raise RuntimeError(
+          f"sweep point {lo}-{hi}:{batch} failed:\n{proc.stderr[-4000:]}")
+    rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"[sweep] {lo}-{hi}:{batch} done", file=sys.stderr, flush=True)
+  device = jax.devices()[0]
+  return dict(
+      benchmark="mtgcn_scaling_sweep",
+      device=dict(kind=device.device_kind, platform=device.platform,
+                  count=jax.device_count()),
+      host=dict(cpu_count=os.cpu_count(),
+                load_avg_at_end=[round(x, 2) for x in os.getloadavg()],
+                xla_flags=os.environ.get("XLA_FLAGS", ""),
+                genconv_kernel=os.environ.get(
+                    "MAMMOJAX_GENCONV_KERNEL", "auto")),
+      settings=dict(steps=args.steps, warmup=args.warmup,
+                    reference=args.reference, num_batches=args.num_batches,
+                    pyg_threads=args.pyg_threads, gradnorm="on"),
+      points=rows,
+  )
+
+
+# ----------------------------------------------------------------------------
 # Driver.
 # ----------------------------------------------------------------------------
 
@@ -904,6 +1084,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                       default=None,
                       help="MTGCN res+ layers under nn.scan (default: "
                       "config.model.scan, else the MTGCN default)")
+  parser.add_argument("--sweep", default=None, nargs="?", const=DEFAULT_SWEEP,
+                      help="instead: the scaling sweep, MIN-MAX:BATCH items "
+                      f"(default {DEFAULT_SWEEP}); each point runs in a "
+                      "fresh process, GradNorm on")
+  parser.add_argument("--point", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--indent", type=int, default=None)
   parser.add_argument("--layers", action="store_true",
                       help="instead: the graph layer benchmark (GCN, GAT, "
@@ -917,6 +1102,26 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         steps=args.steps, warmup=args.warmup,
         pyg_threads=args.pyg_threads,
         seed=0 if args.seed is None else args.seed), indent=args.indent))
+    return
+  if args.sweep:
+    print(json.dumps(run_sweep(args), indent=args.indent))
+    return
+  if args.point:
+    (lo, hi, batch), = parse_sweep(args.point)
+    config = load_config(args.config)
+    hparams = hparams_from_config(config)
+    seed = hparams["seed"] if args.seed is None else args.seed
+    spec = WorkloadSpec(num_batches=args.num_batches, min_nodes=lo,
+                        max_nodes=hi, batch_size=batch,
+                        budget_strategy=args.budget, scan=args.scan)
+    if spec.scan is None:
+      spec.scan = bool(config.model.scan) if config is not None and (
+          "scan" in config.model) else bool(mtgcn_lib.MTGCN.scan)
+    hparams["num_classes"] = (spec.num_node_classes, spec.num_graph_classes)
+    print(json.dumps(run_point(
+        spec, seed=seed, steps=args.steps, warmup=args.warmup,
+        hparams=hparams, reference=args.reference,
+        pyg_threads=args.pyg_threads)))
     return
   spec = WorkloadSpec(num_batches=args.num_batches,
                       budget_strategy=args.budget, scan=args.scan)

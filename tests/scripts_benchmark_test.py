@@ -208,3 +208,30 @@ def test_fused_graph_types_match_per_type_gcn(scan):
   np.testing.assert_allclose(
       mtgcn_lib._small_k_dot_general(edges, kernel, (((1,), (0,)), ((), ()))),
       edges @ np.asarray(kernel), rtol=1e-5, atol=1e-6)
+
+
+def test_sweep_point_row_and_parse_errors():
+  assert benchmark.parse_sweep("8-64:8, 64-256:32") == [(8, 64, 8),
+                                                         (64, 256, 32)]
+  for bad in ("8-64", "64-8:4", "a-b:3", "8-64:0"):
+    with pytest.raises(ValueError, match="--sweep item"):
+      benchmark.parse_sweep(bad)
+  reference = "pyg" if _has_pyg() else "none"
+  hparams = benchmark.hparams_from_config(None)
+  hparams["num_classes"] = (4, 5)
+  row = benchmark.run_point(
+      _tiny_spec(), seed=0, steps=2, warmup=1, hparams=hparams,
+      reference=reference, pyg_threads=1,
+  )
+  json.dumps(row)
+  assert (row["min_nodes"], row["max_nodes"], row["batch_size"]) == (4, 9, 4)
+  mj = row["mammojax"]
+  assert mj["train_graphs_per_s"] > 0 and mj["inference_graphs_per_s"] > 0
+  assert mj["compilations"] == 2  # One train + one eval compilation.
+  assert mj["peak_bytes"] > 0
+  if reference == "pyg":
+    inter = row["interleaved_train"]
+    assert inter["mammojax_step_ms"] > 0 and inter["pyg_step_ms"] > 0
+    ratio = row["ratio_mammojax_over_pyg"]
+    assert ratio["train_interleaved"] == pytest.approx(
+        inter["pyg_step_ms"] / inter["mammojax_step_ms"], rel=1e-2)

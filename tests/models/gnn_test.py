@@ -207,7 +207,18 @@ class PyGParityTest(parameterized.TestCase):
         _to_numpy_sd(tmod), module='gen_conv', learn_msg_scale=learn_scale
     )
 
-    mod = gnn.GENConv(c, **kw)
+    # Both paths against PyG: the fused CPU kernel (gnn.fused; softmax
+    # aggregations, built on the first use where a C++ compiler exists) and
+    # the jnp fallback / reference.
+    for use_kernel in (True, False):
+      with self.subTest(use_kernel=use_kernel):
+        self._check_gen_conv(
+            gnn.GENConv(c, use_kernel=use_kernel, **kw), kw, variables,
+            grads_t, x, edge_attr, cot, out_t, gx_t, gea_t, learn_scale)
+
+  def _check_gen_conv(self, mod, kw, variables, grads_t, x, edge_attr, cot,
+                      out_t, gx_t, gea_t, learn_scale):
+    c = mod.out_channels
     # Padding appended: real rows must equal PyG on the unpadded graph.
     xp, sp, rp, eap, mask = _pad(x, SENDERS, RECEIVERS, edge_attr)
     cotp = np.concatenate([cot, np.zeros((xp.shape[0] - NUM_NODES, c),

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mammojax.models.gnn import fused
 from mammojax.models.gnn.norms import _NORMS
 from mammojax.models.gnn.norms import _apply_norm
 from mammojax.models.gnn.ops import _AGGRS
@@ -30,7 +31,12 @@ def _check_choice(field: str, value: Any, choices: tuple[Any, ...]) -> None:
 
 
 class SoftmaxAggregation(nn.Module):
-  """PyG ``SoftmaxAggregation`` (``channels=1``); param ``t: [1]`` if learn."""
+  """PyG ``SoftmaxAggregation`` (``channels=1``); param ``t: [1]`` if learn.
+
+  With ``fused_message=(x_src, emb, senders, eps)`` (and ``messages=None``)
+  the messages ``relu(x_src[senders] + emb) + eps`` are built and
+  aggregated by the fused CPU kernel (``gnn.fused``), same params.
+  """
 
   t: float = 1.0
   learn: bool = False
@@ -38,7 +44,12 @@ class SoftmaxAggregation(nn.Module):
 
   @nn.compact
   def __call__(
-      self, messages: Array, receivers: Array, num_nodes: int
+      self,
+      messages: Array | None,
+      receivers: Array,
+      num_nodes: int,
+      *,
+      fused_message: tuple[Array, Array | None, Array, float] | None = None,
   ) -> Array:
     if self.learn and self.semi_grad:
       raise ValueError(
@@ -47,6 +58,12 @@ class SoftmaxAggregation(nn.Module):
     t = self.t
     if self.learn:
       t = self.param('t', nn.initializers.constant(self.t), (1,), jnp.float32)
+    if fused_message is not None:
+      x_src, emb, senders, eps = fused_message
+      return fused.genconv_message_softmax(
+          x_src, emb, senders, receivers, num_nodes, t, eps=eps,
+          semi_grad=self.semi_grad,
+      )
     return softmax_aggregation(
         messages, receivers, num_nodes, t, semi_grad=self.semi_grad
     )
@@ -115,6 +132,9 @@ class GENConv(nn.Module):
   expansion: int = 2
   eps: float = 1e-7
   bias: bool = False  # PyG code default (its docstring says True).
+  # Softmax aggregations on the CPU run the fused C++ kernel (gnn.fused)
+  # where it is built and MAMMOJAX_GENCONV_KERNEL != 0; False: always jnp.
+  use_kernel: bool = True
 
   @nn.compact
   def __call__(
@@ -152,14 +172,27 @@ class GENConv(nn.Module):
     dense = lambda name: nn.Dense(c, use_bias=self.bias, name=name)
 
     x_src = dense('lin_src')(x) if x.shape[-1] != c else x
+    if edge_attr is not None and edge_attr.shape[-1] != c:
+      edge_attr = dense('lin_edge')(edge_attr)
+    softmax = self.aggr in ('softmax', 'softmax_sg')
+    if softmax and self.use_kernel and fused.use_kernel(
+        x_src, *([] if edge_attr is None else [edge_attr])
+    ):
+      # Message + softmax aggregation in one fused CPU kernel (gnn.fused).
+      out = SoftmaxAggregation(
+          t=self.t,
+          learn=self.learn_t,
+          semi_grad=self.aggr == 'softmax_sg',
+          name='aggr_module',
+      )(None, receivers, num_nodes,
+        fused_message=(x_src, edge_attr, senders, self.eps))
+      return self._finish(x, out, c, dense, node_mask, train)
     msg = x_src[senders]
     if edge_attr is not None:
-      if edge_attr.shape[-1] != c:
-        edge_attr = dense('lin_edge')(edge_attr)
       msg = msg + edge_attr
     msg = nn.relu(msg) + self.eps
 
-    if self.aggr in ('softmax', 'softmax_sg'):
+    if softmax:
       out = SoftmaxAggregation(
           t=self.t,
           learn=self.learn_t,
@@ -169,6 +202,10 @@ class GENConv(nn.Module):
     else:
       out = aggregate(self.aggr, msg, receivers, num_nodes)
 
+    return self._finish(x, out, c, dense, node_mask, train)
+
+  def _finish(self, x, out, c, dense, node_mask, train):
+    """MessageNorm, ``+ lin_dst(x)`` and the MLP (after the aggregation)."""
     if self.msg_norm:
       out = MessageNorm(learn_scale=self.learn_msg_scale, name='msg_norm')(
           x, out
