@@ -121,6 +121,10 @@ class DiagNet(nn.Module):
     dropout: dropout rate after each fully connected layer.
     pixel_mean: intensity normalisation of the [0, 1] inputs.
     pixel_std: see ``pixel_mean``.
+    per_image_norm: standardise each ROI by its own mean and standard
+      deviation instead (``pixel_mean`` / ``pixel_std`` unused): a mass in a
+      dense (bright) breast and one in a fatty breast reach the network at
+      the same contrast.
   """
 
   num_classes: int = 2
@@ -132,6 +136,7 @@ class DiagNet(nn.Module):
   dropout: float = 0.5
   pixel_mean: float = 0.5
   pixel_std: float = 0.25
+  per_image_norm: bool = False
 
   @nn.compact
   def __call__(self, images: Array, *, train: bool) -> tuple[Array, Array]:
@@ -150,7 +155,12 @@ class DiagNet(nn.Module):
     x = x.astype(jnp.float32)
     if x.ndim == 3:
       x = x[..., None]
-    x = (x - self.pixel_mean) / self.pixel_std
+    if self.per_image_norm:
+      mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+      std = jnp.std(x, axis=(1, 2, 3), keepdims=True)
+      x = (x - mean) / (std + 1e-3)
+    else:
+      x = (x - self.pixel_mean) / self.pixel_std
     x = layers.conv(self.stem_features, 3, padding=1, name="stem")(x)
     x = nn.relu(layers.batch_norm(train=train, name="stem_bn")(x))
     for i, features in enumerate(self.entry_features):

@@ -23,9 +23,14 @@ Ties in distance go to the lower item index (stable sort).
 Eq. 4: ``J_g = sum_{phi_ij > 0} dist(h_i, h_j) + sum_{phi_ij < 0}
 max(0, m + phi_ij dist(h_i, h_j))`` with ``dist`` the angular cosine
 distance ``arccos(cos(h_i, h_j)) / pi`` in [0, 1] and margin ``m`` (1 in the
-paper). The trainer divides the batch sum by the number of anchors with at
-least one edge (``anchor_count``), so ``lambda`` of ``J = J_l + lambda J_g``
-(eq. 6) means the same at any batch size.
+paper). Eq. 4 is a sum over the graph's edges and sets no scale; the
+trainer divides the batch sum by the number of edges (``edge_count``: the
+mean hinge / distance per signed pair, each in [0, 1]), so ``lambda`` of
+``J = J_l + lambda J_g`` (eq. 6) means the same at any batch size and any
+``(n+, n-)``, and a J_g of the order of the per-item cross-entropy at
+lambda = 1 (normalised per anchor, ``anchor_count``, J_g grows with
+``n+ + n-``: with n- = 4 it outweighed J_l 3-4x and the network did not
+learn).
 
 Where the graph comes from (``mammojax.methods.diagnet``,
 ``config.diagnet.graph_space``): the neighbour ranks use either the fixed
@@ -144,6 +149,23 @@ def anchor_count(
   if n_neg > 0:
     has = has | jnp.any(neg, axis=1)
   return jnp.sum(anchor & has).astype(jnp.float32)
+
+
+def edge_count(
+    group: jax.Array, kind: jax.Array, valid: jax.Array, *, n_pos: int,
+    n_neg: int,
+) -> jax.Array:
+  """Edges of the batch's signed graph (J_g's normaliser; no distances).
+
+  Each anchor has ``min(n+, its +1 candidates) + min(n-, its -1
+  candidates)`` edges, the number of nonzero ``phi_ij`` of its row.
+  """
+  anchor, pos, neg = candidate_masks(group, kind, valid)
+  per_anchor = (
+      jnp.minimum(jnp.sum(pos, axis=1), max(int(n_pos), 0))
+      + jnp.minimum(jnp.sum(neg, axis=1), max(int(n_neg), 0))
+  )
+  return jnp.sum(jnp.where(anchor, per_anchor, 0)).astype(jnp.float32)
 
 
 def regulariser_terms(

@@ -174,6 +174,33 @@ class DiagNetTest(absltest.TestCase):
                  "figures/roc_pathology.png", "predictions_test.npz"):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
 
+  def test_dihedral_orientations_and_cosine_schedule(self):
+    x = np.arange(2 * 16, dtype=np.float32).reshape(2, 4, 4)
+    x = np.repeat(x, 4, axis=0)
+    k = np.arange(8)
+    out = np.asarray(diagnet.dihedral(jnp.asarray(x), jnp.asarray(k)))
+    for i in range(8):
+      ref = x[i][:, ::-1] if k[i] >= 4 else x[i]
+      np.testing.assert_array_equal(out[i], np.rot90(ref, k[i] % 4))
+    # The 8 orientations of one asymmetric ROI are distinct.
+    one = np.asarray(diagnet.dihedral(jnp.asarray(np.repeat(x[:1], 8, 0)),
+                                      jnp.asarray(k)))
+    self.assertLen({o.tobytes() for o in one}, 8)
+    with self.assertRaisesRegex(ValueError, "square"):
+      diagnet.dihedral(jnp.zeros((2, 4, 5)), jnp.zeros(2, jnp.int32))
+    config = _config()
+    config.num_epochs = 3
+    config.diagnet.steps_per_epoch = 10
+    lr = diagnet.learning_rate(config)
+    self.assertAlmostEqual(float(lr(0)), config.learning_rate, places=7)
+    self.assertAlmostEqual(float(lr(15)), config.learning_rate / 2, places=6)
+    self.assertAlmostEqual(float(lr(30)), 0.0, places=7)
+    config.diagnet.lr_schedule = "constant"
+    self.assertEqual(diagnet.learning_rate(config), config.learning_rate)
+    config.diagnet.lr_schedule = "step"
+    with self.assertRaisesRegex(ValueError, r"config\.diagnet\.lr_schedule"):
+      diagnet.validate_config(config)
+
   def test_bad_input(self):
     examples, info = mass_examples(num_patients=6)
     one_class = [dict(ex, pathology=1) for ex in examples]

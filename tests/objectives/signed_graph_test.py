@@ -60,6 +60,10 @@ class SignedGraphTest(absltest.TestCase):
     self.assertEqual(
         float(sg.anchor_count(GROUP, KIND, VALID, n_pos=1, n_neg=1)), 4.0
     )
+    # J_g's normaliser: the 7 nonzero phi_ij (rows 2 + 2 + 2 + 1).
+    self.assertEqual(
+        float(sg.edge_count(GROUP, KIND, VALID, n_pos=1, n_neg=1)), 7.0
+    )
 
   def test_graph_n2_n2_and_zero_neighbours(self):
     x = _unit(ANGLES)
@@ -75,11 +79,20 @@ class SignedGraphTest(absltest.TestCase):
     ], np.float32)
     expected[3] = [0, 0, -1, 0, -1]
     np.testing.assert_array_equal(phi, expected)
+    # Class 1 has no +1 candidate: its row holds 2 edges, the others 4.
+    self.assertEqual(
+        float(sg.edge_count(GROUP, KIND, VALID, n_pos=2, n_neg=2)),
+        float(np.abs(expected).sum()),
+    )
+    self.assertEqual(float(np.abs(expected).sum()), 14.0)
     # n+ = n- = 0: no edges, J_g = 0, no anchors counted.
     none = sg.signed_graph(d, GROUP, KIND, VALID, n_pos=0, n_neg=0)
     self.assertEqual(float(jnp.abs(none).sum()), 0.0)
     self.assertEqual(
         float(sg.anchor_count(GROUP, KIND, VALID, n_pos=0, n_neg=0)), 0.0
+    )
+    self.assertEqual(
+        float(sg.edge_count(GROUP, KIND, VALID, n_pos=0, n_neg=0)), 0.0
     )
 
   def test_graph_from_another_space(self):
