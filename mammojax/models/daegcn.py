@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from mammojax.models import cnn
+from mammojax.models.cnn import layers as cnn_layers
 
 Array = Any
 
@@ -220,9 +221,7 @@ class DAEGCN(nn.Module):
     """``h [B, dim_h]`` = ``[h_ma, h_mi, h_i]``."""
     x = self.inputs(batch)[..., None]
     if self.standardize:
-      mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
-      std = jnp.std(x, axis=(1, 2, 3), keepdims=True)
-      x = (x - mean) / (std + 1e-3)
+      x = cnn_layers.standardize_per_image(x)
     else:
       x = (x - self.pixel_mean) / self.pixel_std
     return self.encoder(x, train=train)

@@ -156,9 +156,7 @@ class DiagNet(nn.Module):
     if x.ndim == 3:
       x = x[..., None]
     if self.per_image_norm:
-      mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
-      std = jnp.std(x, axis=(1, 2, 3), keepdims=True)
-      x = (x - mean) / (std + 1e-3)
+      x = layers.standardize_per_image(x)
     else:
       x = (x - self.pixel_mean) / self.pixel_std
     x = layers.conv(self.stem_features, 3, padding=1, name="stem")(x)

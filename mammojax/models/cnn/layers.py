@@ -113,3 +113,14 @@ def classifier_head(
   x = tap_fn('pooled', jnp.mean(x, axis=(1, 2)))
   x = nn.Dropout(dropout, deterministic=not train)(x)
   return nn.Dense(num_classes, name=name)(x)
+
+
+def standardize_per_image(x: Array, eps: float = 1e-3) -> Array:
+  """``(x - mean) / (std + eps)`` over each image's ``H, W, C``.
+
+  Removes each crop's own brightness and contrast (the mass methods' ROIs
+  vary widely in both); ``eps`` keeps a flat crop finite.
+  """
+  mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+  std = jnp.std(x, axis=(1, 2, 3), keepdims=True)
+  return (x - mean) / (std + eps)
