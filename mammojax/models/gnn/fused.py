@@ -61,6 +61,9 @@ _FWD = 'mammojax_genconv_fwd'
 _BWD = 'mammojax_genconv_bwd'
 _lock = threading.Lock()
 _state: dict[str, object] = {}
+# FFI target name -> the library whose handler XLA registered (never
+# cleared: XLA's registry lives as long as the process).
+_registered: dict[str, object] = {}
 
 
 def _mode() -> str:
@@ -153,9 +156,16 @@ def kernel_available() -> bool:
         lib = ctypes.cdll.LoadLibrary(str(build_kernel()))
         for name, symbol in ((_FWD, 'MammojaxGenconvFwd'),
                              (_BWD, 'MammojaxGenconvBwd')):
-          jax.ffi.register_ffi_target(
-              name, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu'
-          )
+          # XLA keeps one handler per target name for the whole process and
+          # rejects a second registration from another copy of the library
+          # (a rebuild into another $MAMMOJAX_KERNEL_DIR after
+          # `_state.clear()`): the first one, built from the same source,
+          # stays in use.
+          if name not in _registered:
+            jax.ffi.register_ffi_target(
+                name, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu'
+            )
+            _registered[name] = lib
         _state['lib'] = lib
         _state['ok'] = True
       except Exception as err:  # pylint: disable=broad-except
