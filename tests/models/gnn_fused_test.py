@@ -132,6 +132,10 @@ class FusedKernelTest(parameterized.TestCase):
     ref = grads(lambda x, e, s, r, n, tt: _reference(x, e, s, r, n, tt, False))
     for a, b, what in zip(kernel, ref, ('dx', 'demb', 'dt')):
       _close(a, b, what, rtol=1e-4 if what == 'dt' else 1e-5)
+    # One gradient per cotangent, and the two differ.
+    self.assertEqual(kernel[0].shape, (2, n, c))
+    self.assertEqual(kernel[1].shape, (2,) + emb.shape)
+    self.assertFalse(np.allclose(kernel[1][0], kernel[1][1]))
 
   def test_genconv_paths_agree_and_hlo(self):
     rng = np.random.default_rng(5)

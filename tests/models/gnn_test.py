@@ -210,11 +210,14 @@ class PyGParityTest(parameterized.TestCase):
     # Both paths against PyG: the fused CPU kernel (gnn.fused; softmax
     # aggregations, built on the first use where a C++ compiler exists) and
     # the jnp fallback / reference.
+    outs = {}
     for use_kernel in (True, False):
       with self.subTest(use_kernel=use_kernel):
-        self._check_gen_conv(
+        outs[use_kernel] = self._check_gen_conv(
             gnn.GENConv(c, use_kernel=use_kernel, **kw), kw, variables,
             grads_t, x, edge_attr, cot, out_t, gx_t, gea_t, learn_scale)
+    self.assertEqual(outs[True].shape, (NUM_NODES, c))
+    np.testing.assert_allclose(outs[True], outs[False], rtol=1e-5, atol=1e-5)
 
   def _check_gen_conv(self, mod, kw, variables, grads_t, x, edge_attr, cot,
                       out_t, gx_t, gea_t, learn_scale):
@@ -248,6 +251,7 @@ class PyGParityTest(parameterized.TestCase):
       self.assertIn('scale', grads[0]['msg_norm'])
     if kw['aggr'] != 'mean':  # Isolated node: only MLP(x_dst) reaches it.
       self.assertTrue(np.all(np.isfinite(out)))
+    return np.asarray(out[:NUM_NODES])
 
   def test_softmax_aggregation(self):
     pyg = _pyg()
