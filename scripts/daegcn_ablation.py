@@ -19,10 +19,17 @@ default     yes         GCN       yes   yes   DAE-GCN
 Each row is trained once per repeated patient-wise 8:1:1 split
 (``config.dataset.split_seed`` = 0 .. ``--splits`` - 1, the run seed
 following it) and tested on that split's test patients; the table gives
-test AUC, attribute accuracy (overall, Table 3) and the SVM probe AUCs as
-mean ± sample std (ddof = 1) over splits. Runs go to
-``workdir/{row}/split{k}`` and are resumable (a run whose ``results.json``
-exists is not retrained); ``--report_only`` tabulates what exists.
+test AUC, attribute accuracy (overall, shape, margin: Table 3) and the SVM
+probe AUCs as mean ± sample std (ddof = 1) over the splits a row has, and
+their number. The runs go split-major (every row on split 0, then every
+row on split 1, ...), so a stopped protocol still has all rows on its first
+splits. Runs go to ``workdir/{row}/split{k}`` and are resumable: a run
+whose ``results.json`` has the ``daegcn`` analysis is not retrained; one
+without it (stopped during training or the end-of-run report) is resumed
+from its checkpoints by the loop. ``--report_only`` tabulates what exists.
+``ablation.json`` keeps every run's values (with its split, best epoch,
+validation AUC, the wall and CPU seconds of the run, from the
+``ablation_run.json`` written next to its ``results.json``).
 
   python scripts/daegcn_ablation.py --workdir=runs/daegcn_ablation --splits=5
   python scripts/daegcn_ablation.py --workdir=runs/daegcn_quick --splits=2 \
@@ -111,19 +118,34 @@ def row_config(row: str, split: int, *, num_epochs: int = 0,
 
 
 def run_metrics(results: dict[str, Any]) -> dict[str, Optional[float]]:
-  """Test AUC, overall attribute accuracy and probe AUCs of one run."""
+  """Test AUC, attribute accuracies and probe AUCs of one run."""
   extra = results.get("daegcn", {})
   split = extra.get("test_split", "test")
   attrs = extra.get("attribute_accuracy", {}).get(split, {})
   probe = extra.get("probe_auc", {})
   return {
       "auc": results.get(split, {}).get("malignant", {}).get("auc_ovr"),
+      "val_auc": results.get("val", {}).get("malignant", {}).get("auc_ovr"),
+      "best_epoch": results.get("meta", {}).get("best_epoch"),
       "attribute_accuracy": attrs.get("overall", {}).get("accuracy"),
       "shape_accuracy": attrs.get("mass_shape", {}).get("accuracy"),
       "margin_accuracy": attrs.get("mass_margin", {}).get("accuracy"),
       "probe_disease": probe.get("h_ma + h_mi"),
       "probe_irrelevant": probe.get("h_i"),
   }
+
+
+def is_complete(path: str) -> bool:
+  """Whether ``path`` (a ``results.json``) holds a finished run.
+
+  The loop writes ``results.json`` before the end-of-run report adds the
+  ``daegcn`` analysis; a run stopped in between (or whose report failed)
+  lacks it and is not tabulated as if it had no attributes or probe.
+  """
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return "daegcn" in json.load(f)
 
 
 def mean_std(values: Sequence[Optional[float]]) -> dict[str, Any]:
@@ -146,17 +168,27 @@ def summarize(per_run: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
   return out
 
 
-def _cell(stat: dict[str, Any]) -> str:
+def _cell(stat: dict[str, Any], n_row: int) -> str:
   if stat is None or stat.get("mean") is None:
     return "-"
   text = f"{stat['mean']:.3f}"
   if stat.get("std") is not None:
     text += f" ± {stat['std']:.3f}"
+  if stat.get("n", 0) != n_row:
+    text += f" (n={stat['n']})"
   return text
 
 
+METRICS = ("auc", "attribute_accuracy", "shape_accuracy", "margin_accuracy",
+           "probe_disease", "probe_irrelevant")
+
+
 def render_table(summary: dict[str, Any], splits: int) -> str:
-  """The Markdown table (Table 2 switches + measured metrics)."""
+  """The Markdown table (Table 2 switches + measured metrics).
+
+  The last column is the number of splits the row's test AUC has; a cell
+  over fewer splits (e.g. a probe that had one class) says its ``n``.
+  """
   header = ("| row | disentangle | attribute learning | L_rec | h_i | "
             "test AUC | attribute acc. | shape acc. | margin acc. | "
             "probe h_ma+h_mi | probe h_i | splits |")
@@ -168,11 +200,32 @@ def render_table(summary: dict[str, Any], splits: int) -> str:
         f"| {LABELS[row]} | {'yes' if dis else 'no'} | "
         f"{ {'none': '-', 'multitask': 'multi-task', 'gcn': 'L_gcn'}[head] } | "
         f"{'yes' if rec else 'no'} | {'yes' if has_hi else 'no'} | "
-        + " | ".join(_cell(stats.get(k)) for k in (
-            "auc", "attribute_accuracy", "shape_accuracy", "margin_accuracy",
-            "probe_disease", "probe_irrelevant"))
+        + " | ".join(_cell(stats.get(k), n) for k in METRICS)
         + f" | {n}/{splits} |"
     )
+  return "\n".join(lines) + "\n"
+
+
+def render_per_split(per_run: dict[str, list[dict[str, Any]]],
+                     splits: int) -> str:
+  """Test AUC (and the probes) of every row on every split."""
+  lines = ["| row | " + " | ".join(f"split {k}" for k in range(splits))
+           + " |", "|" + "---|" * (splits + 1)]
+  for row, runs in per_run.items():
+    by_split = {r["split"]: r for r in runs}
+    cells = []
+    for k in range(splits):
+      r = by_split.get(k)
+      if r is None or r.get("auc") is None:
+        cells.append("-")
+        continue
+      text = f"{r['auc']:.3f}"
+      if r.get("probe_disease") is not None:
+        text += f" ({r['probe_disease']:.3f} / "
+        hi = r.get("probe_irrelevant")
+        text += ("-" if hi is None else f"{hi:.3f}") + ")"
+      cells.append(text)
+    lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -180,32 +233,53 @@ def run_protocol(workdir: str, rows: Sequence[str], splits: int, *,
                  num_epochs: int = 0, overrides: Sequence[str] = (),
                  report_only: bool = False,
                  examples_and_info=None) -> dict[str, Any]:
-  """Trains (or reads) every row x split; writes the table."""
+  """Trains (or reads) every split x row, split-major; writes the table."""
   from mammojax.training import loop  # pylint: disable=g-import-not-at-top
 
-  per_run: dict[str, list[dict[str, Any]]] = {}
-  seconds = {}
-  for row in rows:
-    per_run[row] = []
-    for k in range(splits):
+  per_run: dict[str, list[dict[str, Any]]] = {row: [] for row in rows}
+  for k in range(splits):
+    for row in rows:
       config = row_config(row, k, num_epochs=num_epochs, overrides=overrides)
       run_dir = os.path.join(workdir, row, f"split{k}")
       path = os.path.join(run_dir, "results.json")
-      if not os.path.exists(path):
+      timing_path = os.path.join(run_dir, "ablation_run.json")
+      if not is_complete(path):
         if report_only:
           continue
-        start = time.time()
+        wall, cpu = time.time(), time.process_time()
         loop.train_and_evaluate(config, run_dir,
                                 examples_and_info=examples_and_info)
-        seconds[f"{row}/split{k}"] = time.time() - start
-        logging.info("%s split %d: %.0f s", row, k, seconds[f"{row}/split{k}"])
+        timing = {"wall_seconds": time.time() - wall,
+                  "cpu_seconds": time.process_time() - cpu,
+                  "load_average": list(os.getloadavg()), "invocations": 1}
+        if os.path.exists(timing_path):
+          # A resumed run: its seconds add to those of the stopped part.
+          with open(timing_path) as f:
+            before = json.load(f)
+          for key in ("wall_seconds", "cpu_seconds", "invocations"):
+            timing[key] += before.get(key, 0)
+        with open(timing_path, "w") as f:
+          json.dump(timing, f, indent=2)
+        logging.info("%s split %d: %.0f s wall, %.0f s CPU", row, k,
+                     timing["wall_seconds"], timing["cpu_seconds"])
+        if not is_complete(path):
+          raise RuntimeError(
+              f"{row} split {k}: {path} has no 'daegcn' analysis after the "
+              "run (the end-of-run report failed: see its log)")
       with open(path) as f:
-        per_run[row].append(run_metrics(json.load(f)))
-  summary = summarize(per_run)
+        metrics = {"split": k, **run_metrics(json.load(f))}
+      if os.path.exists(timing_path):
+        with open(timing_path) as f:
+          metrics.update(json.load(f))
+      per_run[row].append(metrics)
+  summary = summarize(
+      {row: [{key: r.get(key) for key in (*METRICS, "val_auc", "best_epoch",
+                                          "wall_seconds", "cpu_seconds")}
+             for r in runs] for row, runs in per_run.items()})
   table = render_table(summary, splits)
   out = {"rows": list(rows), "splits": splits, "num_epochs": num_epochs,
          "overrides": list(overrides), "summary": summary,
-         "per_run": per_run, "seconds": seconds}
+         "per_run": per_run}
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "ablation.json"), "w") as f:
     json.dump(out, f, indent=2)
@@ -217,6 +291,8 @@ def run_protocol(workdir: str, rows: Sequence[str], splits: int, *,
       f.write(f"Overrides: {list(overrides)}; epochs: "
               f"{num_epochs or 'config default'}.\n\n")
     f.write(table)
+    f.write("\nPer split: test AUC (probe AUC h_ma+h_mi / h_i).\n\n")
+    f.write(render_per_split(per_run, splits))
   return out
 
 

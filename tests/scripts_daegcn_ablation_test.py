@@ -1,7 +1,10 @@
 """Tests of scripts/daegcn_ablation.py: rows, overrides, the table."""
 
 import importlib.util
+import json
+import os
 import pathlib
+from unittest import mock
 
 from absl.testing import absltest
 
@@ -15,6 +18,8 @@ _SPEC.loader.exec_module(ablation)
 def _results(auc, acc, probe):
   return {
       "test": {"malignant": {"auc_ovr": auc}},
+      "val": {"malignant": {"auc_ovr": auc - 0.1}},
+      "meta": {"best_epoch": 7},
       "daegcn": {
           "test_split": "test",
           "attribute_accuracy": {"test": {
@@ -72,6 +77,63 @@ class AblationScriptTest(absltest.TestCase):
         lines[3], "| DAE-GCN | yes | L_gcn | yes | yes | 0.950 ± 0.071 | "
         "0.700 ± 0.141 | 0.700 ± 0.141 | 0.700 ± 0.141 | 0.850 ± 0.071 | "
         "0.600 ± 0.141 | 2/2 |")
+
+  def test_cell_over_fewer_splits_says_its_n(self):
+    summary = ablation.summarize({"default": [
+        ablation.run_metrics(_results(0.6, 0.5, {"h_ma + h_mi": 0.7,
+                                                 "h_i": None})),
+        ablation.run_metrics(_results(0.8, 0.5, {"h_ma + h_mi": 0.9,
+                                                 "h_i": 0.55})),
+    ]})
+    row = ablation.render_table(summary, 3).splitlines()[2].split(" | ")
+    self.assertEqual(row[-3:], ["0.800 ± 0.141", "0.550 (n=1)", "2/3 |"])
+
+  def test_protocol_is_split_major_resumable_and_keeps_per_split_values(self):
+    workdir = self.create_tempdir().full_path
+    calls = []
+
+    def fake_train(config, run_dir, examples_and_info=None):
+      del examples_and_info
+      row = os.path.basename(os.path.dirname(run_dir))
+      calls.append((row, config.dataset.split_seed))
+      auc = {"vanilla": 0.6, "default": 0.8}[row] + 0.1 * (
+          config.dataset.split_seed)
+      results = _results(auc, 0.5 if row == "default" else None,
+                         {"h_ma + h_mi": auc, "h_i": 0.5}
+                         if row == "default" else {})
+      os.makedirs(run_dir, exist_ok=True)
+      with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f)
+      return results
+
+    # A run stopped before its end-of-run analysis: results.json without
+    # the 'daegcn' section is resumed, not tabulated.
+    stale = os.path.join(workdir, "default", "split0")
+    os.makedirs(stale)
+    with open(os.path.join(stale, "results.json"), "w") as f:
+      json.dump({"test": {"malignant": {"auc_ovr": 0.1}}}, f)
+    with mock.patch("mammojax.training.loop.train_and_evaluate",
+                    side_effect=fake_train):
+      out = ablation.run_protocol(workdir, ["vanilla", "default"], 2)
+      self.assertEqual(calls, [("vanilla", 0), ("default", 0),
+                               ("vanilla", 1), ("default", 1)])
+      again = ablation.run_protocol(workdir, ["vanilla", "default"], 2)
+    self.assertLen(calls, 4)  # Every run complete: nothing retrained.
+    self.assertEqual(again["summary"], out["summary"])
+    per_run = out["per_run"]["default"]
+    self.assertEqual([r["split"] for r in per_run], [0, 1])
+    self.assertEqual([round(r["auc"], 6) for r in per_run], [0.8, 0.9])
+    self.assertEqual(per_run[0]["best_epoch"], 7)
+    self.assertGreaterEqual(per_run[0]["wall_seconds"], 0.0)
+    self.assertAlmostEqual(out["summary"]["default"]["auc"]["mean"], 0.85)
+    self.assertAlmostEqual(out["summary"]["default"]["val_auc"]["mean"], 0.75)
+    with open(os.path.join(workdir, "ablation.md")) as f:
+      text = f.read()
+    self.assertIn("| DAE-GCN | 0.800 (0.800 / 0.500) | 0.900 (0.900 / "
+                  "0.500) |", text)
+    self.assertIn("| Vanilla (ResNet-34) | 0.600 | 0.700 |", text)
+    with open(os.path.join(workdir, "ablation.json")) as f:
+      self.assertEqual(json.load(f)["per_run"]["vanilla"][1]["split"], 1)
 
 
 if __name__ == "__main__":
