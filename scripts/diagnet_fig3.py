@@ -8,7 +8,7 @@ cell):
 * (a) every ``(n+, n-)`` in {0, 1, 2} x {0, 2, 4} at lambda = 1 (with the
   augmentation; n+ = n- = 0 is the paper's "no graph regularisation");
 * (b) lambda in {0, 0.5, 1, 2} at the best (n+, n-) of (a) (by mean test
-  AUC, then accuracy).
+  AUC, then accuracy; n+ = n- = 0, where J_g has no pairs, excluded).
 
 The adversarial neighbours of a split are generated once and shared by the
 cells (``diagnet.augment.cache_dir`` = ``WORKDIR/augment_cache``). Each cell
@@ -63,9 +63,13 @@ def cell_config(base, n_pos, n_neg, weight, augment=True):
 
 
 def best_cell(rows):
-  """The (n+, n-) of panel (a) with the best mean AUC (then accuracy)."""
+  """The (n+, n-) of panel (a) with the best mean AUC (then accuracy).
+
+  Only cells with a signed graph count: at n+ = n- = 0 J_g has no pairs,
+  so a sweep over its weight lambda would train one model four times.
+  """
   grid = [r for r in rows if r["panel"] == "a" and r["auc"]["mean"]
-          is not None]
+          is not None and r["n_pos"] + r["n_neg"] > 0]
   if not grid:
     return 1, 4
   top = max(grid, key=lambda r: (r["auc"]["mean"],

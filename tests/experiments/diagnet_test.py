@@ -68,6 +68,9 @@ class DiagNetProtocolTest(absltest.TestCase):
     write_repeat(workdir / "npos1_nneg4_lambda1" / "repeat_0", 0.8, 0.85)
     write_repeat(workdir / "npos2_nneg2_lambda1" / "repeat_0", 0.7, 0.75)
     write_repeat(workdir / "npos1_nneg4_lambda0.5" / "repeat_0", 0.6, 0.65)
+    # The best AUC of all, but without a signed graph (n+ = n- = 0): not a
+    # cell to sweep lambda at.
+    write_repeat(workdir / "npos0_nneg0_lambda1" / "repeat_0", 0.9, 0.95)
     run = subprocess.run(
         [sys.executable, str(_ROOT / "scripts" / "diagnet_fig3.py"),
          f"--workdir={workdir}", "--repeats=1", "--report_only",
@@ -76,12 +79,14 @@ class DiagNetProtocolTest(absltest.TestCase):
     )
     self.assertEqual(run.returncode, 0, run.stderr[-3000:])
     table = json.loads((workdir / "fig3.json").read_text())
-    self.assertEqual(table["best"], [1, 4])  # best mean AUC of panel (a).
+    # Best mean AUC of panel (a) among the cells with a signed graph.
+    self.assertEqual(table["best"], [1, 4])
     cells = {r["cell"]: r for r in table["rows"]}
     # 1 baseline + 9 grid cells + 4 lambdas (lambda = 1 twice).
     self.assertLen(table["rows"], 14)
     self.assertAlmostEqual(cells["baseline"]["auc"]["mean"], 0.55)
-    self.assertIsNone(cells["npos0_nneg0_lambda1"]["auc"]["mean"])
+    self.assertAlmostEqual(cells["npos0_nneg0_lambda1"]["auc"]["mean"], 0.95)
+    self.assertIsNone(cells["npos0_nneg2_lambda1"]["auc"]["mean"])
     md = (workdir / "fig3.md").read_text()
     self.assertIn("| a | npos1_nneg4_lambda1 | 1 | 4 | 1 | yes | 0.800 ± "
                   "n/a | 0.850 ± n/a |", md)
