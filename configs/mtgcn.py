@@ -58,6 +58,10 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.model.mlp_layers = 2
   config.model.conv_norm = "layer"
   config.model.dropout = 0.1
+  # Random bits per GCN dropout draw: 16 (two per threefry word; the rate
+  # applied is within 2**-17 of config.model.dropout) or 32 (flax's
+  # nn.Dropout, the masks of runs before 2026-12-03). docs/performance.md.
+  config.model.dropout_bits = 16
   config.model.fusion = "attention"  # attention | concat | mean.
   config.model.num_heads = 1
   config.model.node_input = "patches"  # patches | features.

@@ -202,12 +202,15 @@ def test_fused_graph_types_match_per_type_gcn(scan):
     np.testing.assert_allclose(out_f[key], out_p[key], rtol=1e-5, atol=1e-6)
   for a, b in zip(jax.tree.leaves(g_f), jax.tree.leaves(g_p)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-  # Edge encoder: the broadcast multiply-add equals a Dense matmul.
-  kernel = params["edge_encoder"]["kernel"]
+  # Edge encoder: the factored encoding multiplied out equals a Dense.
+  enc = params["edge_encoder"]
   edges = np.asarray(batch["radius"].edges)
+  factored = mtgcn_lib.AffineEdgeEncoder(enc["kernel"].shape[1]).apply(
+      {"params": enc}, batch["radius"].edges)
   np.testing.assert_allclose(
-      mtgcn_lib._small_k_dot_general(edges, kernel, (((1,), (0,)), ((), ()))),
-      edges @ np.asarray(kernel), rtol=1e-5, atol=1e-6)
+      factored.materialize(),
+      edges @ np.asarray(enc["kernel"]) + np.asarray(enc["bias"]),
+      rtol=1e-5, atol=1e-6)
 
 
 def test_sweep_point_row_and_parse_errors():

@@ -274,6 +274,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check(config, "model.hidden_size", int, minimum=1)
   check(config, "model.dropout", float, minimum=0.0, maximum=1.0,
         exclusive_maximum=True)
+  check(config, "model.dropout_bits", int, choices=(8, 16, 32),
+        required=False)
   check(config, "class_weighting", str,
         choices=("none", "inverse", "effective"))
   check(config, "num_report_graphs", int, minimum=0)

@@ -125,23 +125,35 @@ def graph_mean_pool(
   return sums / jnp.maximum(counts, 1.0)[:, None]
 
 
-_SMALL_K_MAX = 4  # Dense layers with at most this many inputs: elementwise.
+_SMALL_K_MAX = 4  # Edge encoders with at most this many inputs: factored.
 
 
-def _small_k_dot_general(
-    lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None
-):
-  """``lhs @ rhs`` (contracting lhs's last axis with rhs's first) as a sum of
-  ``K`` broadcast products, for tiny ``K``; same params and math as Dense."""
-  del precision, preferred_element_type
-  (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
-  if (tuple(lhs_contract) != (lhs.ndim - 1,) or tuple(rhs_contract) != (0,)
-      or lhs_batch or rhs_batch or rhs.ndim != 2):
-    raise ValueError(f"unsupported dimension_numbers {dimension_numbers}")
-  out = lhs[..., 0:1] * rhs[0]
-  for k in range(1, rhs.shape[0]):
-    out = out + lhs[..., k:k + 1] * rhs[k]
-  return out
+class AffineEdgeEncoder(nn.Module):
+  """``nn.Dense`` over the raw edge features, returned factored.
+
+  The same params (``kernel [K, C]``, ``bias [C]``), initialisers and param
+  names as ``nn.Dense(features)``, but the output is a ``gnn.AffineEdges``:
+  the fused GENConv CPU kernel forms ``raw @ kernel + bias`` per edge and
+  never stores the ``[E, C]`` product (nor its gradient), and everything
+  else multiplies it out as a sum of ``K`` broadcast products (a K=2 matmul
+  over every edge is slow on the CPU; docs/performance.md).
+  """
+
+  features: int
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, edges: jax.Array) -> gnn.AffineEdges:
+    kernel = self.param(
+        "kernel", self.kernel_init, (edges.shape[-1], self.features),
+        jnp.float32,
+    )
+    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+    dtype = jnp.result_type(edges, kernel)
+    return gnn.AffineEdges(
+        edges.astype(dtype), kernel.astype(dtype), bias.astype(dtype)
+    )
 
 
 def _fused_gcn(
@@ -184,6 +196,9 @@ class MTGCN(nn.Module):
     num_layers: GENConv layers (first bare conv + res+ blocks).
     node_input: 'patches' (run the patch CNN) or 'features' (precomputed
       ``nodes['features']``, e.g. for benchmarks).
+    dropout_bits: random bits per dropout draw in the GCN (``gnn.dropout``:
+      16 halves the threefry hashing of flax's Dropout, which on the CPU
+      cost ~15 % of a train step; 32 is ``flax.linen.Dropout`` itself).
     scan: run the GCN's res+ layers under ``nn.scan`` (params stacked under
       ``gcn/blocks``; compile time independent of depth) instead of unrolled
       (``gcn/blocks_1..L-1``; faster steps on CPU, docs/performance.md).
@@ -212,6 +227,7 @@ class MTGCN(nn.Module):
   mlp_layers: int = 2
   conv_norm: str = "layer"
   dropout: float = 0.1
+  dropout_bits: int = 16
   fusion: str = "attention"
   num_heads: int = 1
   node_input: str = "patches"
@@ -255,17 +271,14 @@ class MTGCN(nn.Module):
       )
     x = jnp.concatenate([embed, nodes["coords"]], axis=-1)
     x = nn.Dense(self.hidden_size, name="node_encoder")(x)
-    # Edge features are a few numbers (2-d offsets): a K=2 matmul over every
-    # edge is slow on CPU, a broadcast multiply-add is one cheap fused op.
+    # Edge features are a few numbers (2-d offsets): their encoding stays
+    # factored (AffineEdgeEncoder) so the fused GENConv kernel forms it per
+    # edge; wider edge features get a plain Dense.
     first_edges = graphs[self.graph_types[0]].edges
-    edge_encoder = nn.Dense(
-        self.hidden_size,
-        dot_general=(
-            _small_k_dot_general
-            if first_edges.shape[-1] <= _SMALL_K_MAX else None
-        ),
-        name="edge_encoder",
-    )
+    if first_edges.shape[-1] <= _SMALL_K_MAX:
+      edge_encoder = AffineEdgeEncoder(self.hidden_size, name="edge_encoder")
+    else:
+      edge_encoder = nn.Dense(self.hidden_size, name="edge_encoder")
     gcn = gnn.DeepGCN(
         hidden=self.hidden_size,
         num_layers=self.num_layers,
@@ -277,6 +290,7 @@ class MTGCN(nn.Module):
         conv_norm=self.conv_norm,
         norm="layer",
         dropout=self.dropout,
+        dropout_bits=self.dropout_bits,
         scan=self.scan,
         name="gcn",
     )

@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import tempfile
 from unittest import mock
 
 from absl.testing import absltest
@@ -64,8 +65,10 @@ class PredictTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = pathlib.Path(absltest.get_default_test_tmpdir()) / "predict"
-    shutil.rmtree(cls.root, ignore_errors=True)
+    # One directory per process: pytest-xdist may run this class's tests in
+    # two workers at once, each with its own setUpClass.
+    cls.root = pathlib.Path(tempfile.mkdtemp(
+        prefix="predict_", dir=absltest.get_default_test_tmpdir()))
     cls.data = cls.root / "data"
     # The generator before the CBIS-DDSM cluster statistics: one fully
     # conspicuous cluster per image, on which the detector's thresholds (and
@@ -80,6 +83,11 @@ class PredictTest(absltest.TestCase):
     }
     cls.vocabularies = json.load(
         open(os.path.join(cls.workdir, "results.json")))["vocabularies"]
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
 
   def test_fixture_covers_monochrome1_and_right_breasts(self):
     headers = [pydicom.dcmread(self.data / e["file"], stop_before_pixels=True)

@@ -67,9 +67,12 @@ from mammojax.models.gnn.genconv import GENConv
 from mammojax.models.gnn.genconv import MLP
 from mammojax.models.gnn.genconv import MessageNorm
 from mammojax.models.gnn.genconv import SoftmaxAggregation
+from mammojax.models.gnn.ops import AffineEdges
 from mammojax.models.gnn.ops import Array
 from mammojax.models.gnn.ops import _softmax_aggregation_reference
 from mammojax.models.gnn.ops import aggregate
+from mammojax.models.gnn.ops import dropout
+from mammojax.models.gnn.ops import materialize_edges
 from mammojax.models.gnn.ops import max_aggregation
 from mammojax.models.gnn.ops import mean_aggregation
 from mammojax.models.gnn.ops import message_norm

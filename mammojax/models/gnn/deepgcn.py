@@ -18,10 +18,29 @@ from mammojax.models.gnn.genconv import _check_choice
 from mammojax.models.gnn.norms import _apply_norm
 from mammojax.models.gnn.norms import _norm_module
 from mammojax.models.gnn.norms import _run_norm
+from mammojax.models.gnn.ops import _DROPOUT_BITS
+from mammojax.models.gnn.ops import dropout as _dropout
+from mammojax.models.gnn.ops import materialize_edges
 
 Array = jax.Array
 
 _BLOCKS = ('res+', 'res', 'dense', 'plain')
+
+
+def _dropout_fn(
+    module: nn.Module, rate: float, bits: int, deterministic: bool
+) -> Callable[[Array], Array]:
+  """Dropout inside ``module``: ``gnn.dropout`` from ``bits``-bit integers
+  (the ``'dropout'`` RNG), or ``flax.linen.Dropout`` itself for 32."""
+  if bits not in _DROPOUT_BITS:
+    raise ValueError(
+        f'DeepGCN.dropout_bits: expected one of {_DROPOUT_BITS}, got {bits}'
+    )
+  if bits == 32:
+    return nn.Dropout(rate, deterministic=deterministic)
+  if deterministic or rate == 0.0:
+    return lambda h: h
+  return lambda h: _dropout(module.make_rng('dropout'), h, rate, bits=bits)
 
 
 def _block_forward(
@@ -64,6 +83,8 @@ class DeepGCNLayer(nn.Module):
   act: Callable[[Array], Array] | None = nn.relu
   block: str = 'res+'
   dropout: float = 0.0
+  # Random bits per dropout draw (gnn.dropout); 32 = flax.linen.Dropout.
+  dropout_bits: int = 16
 
   @nn.compact
   def __call__(
@@ -87,7 +108,7 @@ class DeepGCNLayer(nn.Module):
     norm_fn = lambda h: _apply_norm(
         self.norm, h, name='norm', node_mask=node_mask, train=train
     )
-    drop = nn.Dropout(self.dropout, deterministic=not train)
+    drop = _dropout_fn(self, self.dropout, self.dropout_bits, not train)
     return _block_forward(self.block, x, conv_fn, norm_fn, self.act, drop)
 
 
@@ -103,6 +124,7 @@ class _ScanBlock(nn.Module):
   act: Callable[[Array], Array] | None
   block: str
   dropout: float
+  dropout_bits: int
   train: bool
 
   @nn.compact
@@ -115,7 +137,7 @@ class _ScanBlock(nn.Module):
     norm_fn = lambda h: _apply_norm(
         self.norm, h, name='norm', node_mask=node_mask, train=self.train
     )
-    drop = nn.Dropout(self.dropout, deterministic=not self.train)
+    drop = _dropout_fn(self, self.dropout, self.dropout_bits, not self.train)
     return _block_forward(self.block, x, conv_fn, norm_fn, self.act, drop), None
 
 
@@ -152,6 +174,9 @@ class DeepGCN(nn.Module):
   hidden: int = 128
   num_layers: int = 8
   dropout: float = 0.1
+  # Random bits per dropout draw: 16 = gnn.dropout (two draws per threefry
+  # word, rate within 2**-17 of `dropout`); 32 = flax.linen.Dropout.
+  dropout_bits: int = 16
   block: str = 'res+'
   norm: str | None = 'layer'
   act: Callable[[Array], Array] | None = nn.relu
@@ -222,7 +247,7 @@ class DeepGCN(nn.Module):
     if edge_attr is not None and self.edge_encoder:
       edge_attr = nn.Dense(
           self.hidden, use_bias=self.encoder_bias, name='edge_encoder'
-      )(edge_attr)
+      )(materialize_edges(edge_attr))
     if x.shape[-1] != self.hidden:
       raise ValueError(
           f'DeepGCN: node features have width {x.shape[-1]}, expected '
@@ -241,6 +266,7 @@ class DeepGCN(nn.Module):
         act=self.act,
         block=self.block,
         dropout=self.dropout,
+        dropout_bits=self.dropout_bits,
         train=train,
     )
     body = nn.remat(_ScanBlock) if self.remat else _ScanBlock
@@ -266,4 +292,4 @@ class DeepGCN(nn.Module):
     x = layer_0.head_norm(x, node_mask=node_mask, train=train)
     if self.act is not None:
       x = self.act(x)
-    return nn.Dropout(self.dropout, deterministic=not train)(x)
+    return _dropout_fn(self, self.dropout, self.dropout_bits, not train)(x)

@@ -8,7 +8,11 @@ one custom call, with a hand-written backward in a second one. The kernels
 (``kernels/genconv_cpu.cc``) never write an ``[E, C]`` intermediate: the
 forward makes two passes over the edges (the per-receiver max, then the
 sums), the backward one pass that recomputes the message and its softmax
-weight and writes only ``d emb``. On this CPU that removes most of the
+weight and writes only ``d emb``. With ``emb`` a ``gnn.AffineEdges``
+(``raw [E, K] @ kernel [K, C] + bias``, MT-GCN's edge encoder) the edge
+embedding is formed per edge inside the kernel and neither it nor its
+gradient is ever stored. Receiver-sorted edges (what the graph builders
+emit) take a register-blocked path. On this CPU that removes most of the
 per-edge memory traffic of the pure-jnp path (docs/performance.md).
 
 The pure-jnp path (``GENConv`` without the kernel) stays the reference and
@@ -51,14 +55,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mammojax.models.gnn import ops
+
 Array = jax.Array
 
 _SOURCE = pathlib.Path(__file__).with_name('kernels') / 'genconv_cpu.cc'
-_FLAGS = ('-O3', '-march=native', '-mprefer-vector-width=256',
+_FLAGS = ('-O3', '-march=native', '-mprefer-vector-width=512',
           '-fno-trapping-math', '-std=c++17', '-shared', '-fPIC', '-pthread',
           '-w')
 _FWD = 'mammojax_genconv_fwd'
 _BWD = 'mammojax_genconv_bwd'
+_AFFINE_FWD = 'mammojax_genconv_affine_fwd'
+_AFFINE_BWD = 'mammojax_genconv_affine_bwd'
+_TARGETS = ((_FWD, 'MammojaxGenconvFwd'), (_BWD, 'MammojaxGenconvBwd'),
+            (_AFFINE_FWD, 'MammojaxGenconvAffineFwd'),
+            (_AFFINE_BWD, 'MammojaxGenconvAffineBwd'))
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 # FFI target name -> the library whose handler XLA registered (never
@@ -154,8 +165,7 @@ def kernel_available() -> bool:
     if 'ok' not in _state:
       try:
         lib = ctypes.cdll.LoadLibrary(str(build_kernel()))
-        for name, symbol in ((_FWD, 'MammojaxGenconvFwd'),
-                             (_BWD, 'MammojaxGenconvBwd')):
+        for name, symbol in _TARGETS:
           # XLA keeps one handler per target name for the whole process and
           # rejects a second registration from another copy of the library
           # (a rebuild into another $MAMMOJAX_KERNEL_DIR after
@@ -185,6 +195,10 @@ def use_kernel(*arrays: Array) -> bool:
   if any(jnp.result_type(a) != jnp.float32 for a in arrays):
     return False
   return kernel_available()
+
+
+def _zero_cotangent(a):
+  return np.zeros(a.shape, jax.dtypes.float0)
 
 
 def _fwd_call(x, emb, senders, receivers, t, eps):
@@ -219,16 +233,65 @@ def _fused_bwd(eps, semi_grad, res, g):
   )(x, emb, senders, receivers, t, mx, inv, out, g.astype(jnp.float32),
     eps=np.float32(eps), semi_grad=np.int64(bool(semi_grad)),
     threads=np.int64(_threads()))
-  int_zero = lambda a: np.zeros(a.shape, jax.dtypes.float0)
-  return dx, demb, int_zero(senders), int_zero(receivers), dt
+  return (dx, demb, _zero_cotangent(senders), _zero_cotangent(receivers),
+          dt)
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
+def _fwd_affine_call(x, raw, kernel, bias, senders, receivers, t, eps):
+  n, c = x.shape
+  shape = jax.ShapeDtypeStruct((n, c), jnp.float32)
+  return jax.ffi.ffi_call(
+      _AFFINE_FWD, (shape, shape, shape), vmap_method='sequential'
+  )(
+      x, raw, kernel, bias, senders, receivers, t, eps=np.float32(eps),
+      threads=np.int64(_threads()),
+  )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _fused_affine(x, raw, kernel, bias, senders, receivers, t, eps,
+                  semi_grad):
+  return _fwd_affine_call(x, raw, kernel, bias, senders, receivers, t, eps)[0]
+
+
+def _fused_affine_fwd(x, raw, kernel, bias, senders, receivers, t, eps,
+                      semi_grad):
+  # symbolic_zeros: the primals arrive wrapped with `.perturbed`; the raw
+  # edge features are usually data, and their gradient (a reduction over
+  # channels per edge) is only computed where something needs it.
+  args = [a.value for a in (x, raw, kernel, bias, senders, receivers, t)]
+  out, mx, inv = _fwd_affine_call(*args, eps)
+  raw_grad = bool(raw.perturbed)
+  return out, (*args, mx, inv, out, raw_grad)
+
+
+def _fused_affine_bwd(eps, semi_grad, res, g):
+  x, raw, kernel, bias, senders, receivers, t, mx, inv, out, raw_grad = res
+  if isinstance(g, jax.custom_derivatives.SymbolicZero):
+    g = jnp.zeros(out.shape, jnp.float32)
+  f32 = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
+  dx, draw, dkernel, dbias, dt = jax.ffi.ffi_call(
+      _AFFINE_BWD,
+      (f32(x), f32(raw), f32(kernel), f32(bias), f32(t)),
+      vmap_method='sequential',  # GradNorm vmaps the VJP over its tasks.
+  )(x, raw, kernel, bias, senders, receivers, t, mx, inv, out,
+    g.astype(jnp.float32), eps=np.float32(eps),
+    semi_grad=np.int64(bool(semi_grad)), raw_grad=np.int64(raw_grad),
+    threads=np.int64(_threads()))
+  return (dx, draw, dkernel, dbias, _zero_cotangent(senders),
+          _zero_cotangent(receivers), dt)
+
+
+_fused_affine.defvjp(_fused_affine_fwd, _fused_affine_bwd,
+                     symbolic_zeros=True)
+
+
 def genconv_message_softmax(
     x_src: Array,
-    emb: Array | None,
+    emb: Array | ops.AffineEdges | None,
     senders: Array,
     receivers: Array,
     num_nodes: int,
@@ -241,7 +304,10 @@ def genconv_message_softmax(
 
   Args:
     x_src: ``[N, C]`` float32 sender features (N = ``num_nodes``).
-    emb: ``[E, C]`` float32 edge embedding, or None (no edge term).
+    emb: ``[E, C]`` float32 edge embedding; or ``gnn.AffineEdges`` (``raw
+      [E, K] @ kernel [K, C] + bias``, formed per edge inside the kernel and
+      never stored: the kernel returns the gradients of ``kernel``, ``bias``
+      and, where differentiated, ``raw``); or None (no edge term).
     senders: ``[E]`` int source of each edge.
     receivers: ``[E]`` int target of each edge (any order).
     num_nodes: static number of nodes; must equal ``x_src.shape[0]``.
@@ -251,22 +317,49 @@ def genconv_message_softmax(
     semi_grad: softmax weights under ``stop_gradient`` (``t`` gets no grad).
 
   Returns:
-    ``[N, C]``, the same values and gradients as the jnp path.
+    ``[N, C]``, the same values and gradients as the jnp path, which runs
+    instead where the kernel is not used (``use_kernel``).
   """
   n, c = x_src.shape
   if n != num_nodes:
     raise ValueError(
         f'genconv_message_softmax: x_src has {n} rows, num_nodes={num_nodes}'
     )
-  if emb is None:
-    emb = jnp.zeros((senders.shape[0], c), jnp.float32)
   t_arr = jnp.asarray(t, jnp.float32)
   t_vec = jnp.broadcast_to(t_arr.reshape(-1) if t_arr.ndim else t_arr, (c,))
   if semi_grad:
     t_vec = jax.lax.stop_gradient(t_vec)
+  senders = senders.astype(jnp.int32)
+  receivers = receivers.astype(jnp.int32)
+  if not use_kernel(x_src, *jax.tree.leaves(emb)):
+    # Not built / disabled / not the CPU / not float32: the jnp reference.
+    msg = x_src[senders]
+    if emb is not None:
+      msg = msg + ops.materialize_edges(emb)
+    return ops.softmax_aggregation(
+        jax.nn.relu(msg) + eps, receivers, num_nodes, t_vec,
+        semi_grad=semi_grad,
+    )
+  if isinstance(emb, ops.AffineEdges):
+    raw, kernel = emb.raw, emb.kernel
+    if (raw.ndim != 2 or kernel.ndim != 2 or kernel.shape[0] != raw.shape[1]
+        or kernel.shape[0] < 1 or kernel.shape[1] != c
+        or raw.shape[0] != senders.shape[0]):
+      raise ValueError(
+          'genconv_message_softmax: AffineEdges expects raw [E, K] and '
+          f'kernel [K, {c}] with E = {senders.shape[0]}, K >= 1; got raw '
+          f'{raw.shape}, kernel {kernel.shape}'
+      )
+    bias = (jnp.zeros((c,), jnp.float32) if emb.bias is None
+            else jnp.broadcast_to(emb.bias, (c,)))
+    return _fused_affine(
+        x_src, raw, kernel, bias, senders, receivers, t_vec, float(eps),
+        bool(semi_grad),
+    )
+  if emb is None:
+    emb = jnp.zeros((senders.shape[0], c), jnp.float32)
   return _fused(
-      x_src, emb, senders.astype(jnp.int32), receivers.astype(jnp.int32),
-      t_vec, float(eps), bool(semi_grad),
+      x_src, emb, senders, receivers, t_vec, float(eps), bool(semi_grad),
   )
 
 

@@ -18,7 +18,9 @@ from mammojax.models.gnn import fused
 from mammojax.models.gnn.norms import _NORMS
 from mammojax.models.gnn.norms import _apply_norm
 from mammojax.models.gnn.ops import _AGGRS
+from mammojax.models.gnn.ops import AffineEdges
 from mammojax.models.gnn.ops import aggregate
+from mammojax.models.gnn.ops import materialize_edges
 from mammojax.models.gnn.ops import message_norm
 from mammojax.models.gnn.ops import softmax_aggregation
 
@@ -49,7 +51,9 @@ class SoftmaxAggregation(nn.Module):
       receivers: Array,
       num_nodes: int,
       *,
-      fused_message: tuple[Array, Array | None, Array, float] | None = None,
+      fused_message: (
+          tuple[Array, Array | AffineEdges | None, Array, float] | None
+      ) = None,
   ) -> Array:
     if self.learn and self.semi_grad:
       raise ValueError(
@@ -153,7 +157,9 @@ class GENConv(nn.Module):
       x: ``[num_nodes, in_features]``.
       senders: ``[num_edges]`` source j of each edge.
       receivers: ``[num_edges]`` target i of each edge.
-      edge_attr: optional ``[num_edges, edge_features]``.
+      edge_attr: optional ``[num_edges, edge_features]``, or
+        ``gnn.AffineEdges`` (a linear edge encoding kept factored: the fused
+        CPU kernel forms it per edge, the jnp path multiplies it out).
       node_mask: optional ``[num_nodes]`` bool, True for real nodes; keeps
         padding out of BatchNorm statistics.
       train: batch statistics (and their update) for BatchNorm.
@@ -173,10 +179,10 @@ class GENConv(nn.Module):
 
     x_src = dense('lin_src')(x) if x.shape[-1] != c else x
     if edge_attr is not None and edge_attr.shape[-1] != c:
-      edge_attr = dense('lin_edge')(edge_attr)
+      edge_attr = dense('lin_edge')(materialize_edges(edge_attr))
     softmax = self.aggr in ('softmax', 'softmax_sg')
     if softmax and self.use_kernel and fused.use_kernel(
-        x_src, *([] if edge_attr is None else [edge_attr])
+        x_src, *jax.tree.leaves(edge_attr)
     ):
       # Message + softmax aggregation in one fused CPU kernel (gnn.fused).
       out = SoftmaxAggregation(
@@ -189,7 +195,7 @@ class GENConv(nn.Module):
       return self._finish(x, out, c, dense, node_mask, train)
     msg = x_src[senders]
     if edge_attr is not None:
-      msg = msg + edge_attr
+      msg = msg + materialize_edges(edge_attr)
     msg = nn.relu(msg) + self.eps
 
     if softmax:

@@ -10,7 +10,7 @@ formulation differentiated by autodiff, kept as its spec
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,55 @@ _SOFTMAX_DENOM_EPS = 1e-16
 _NORMALIZE_EPS = 1e-12
 
 _AGGRS = ('softmax', 'softmax_sg', 'mean', 'sum', 'add', 'max')
+
+
+class AffineEdges(NamedTuple):
+  """Edge features ``raw @ kernel + bias``, kept factored.
+
+  A linear edge encoder over a few raw edge features (MT-GCN's 2-d offsets)
+  returns this instead of the ``[E, C]`` product, so that a consumer that
+  can form the product per edge on the fly (the fused GENConv CPU kernel,
+  ``gnn.fused``) never stores it; everything else calls ``materialize()``.
+  A pytree (a NamedTuple of arrays): it passes through jit, vmap, scan.
+
+  Attributes:
+    raw: ``[E, K]`` raw edge features.
+    kernel: ``[K, C]`` encoder weights.
+    bias: ``[C]`` or None.
+  """
+
+  raw: Array
+  kernel: Array
+  bias: Array | None = None
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return tuple(self.raw.shape[:-1]) + (self.kernel.shape[-1],)
+
+  @property
+  def dtype(self):
+    return jnp.result_type(self.raw, self.kernel)
+
+  def materialize(self) -> Array:
+    """``raw @ kernel + bias`` as a sum of ``K`` broadcast products.
+
+    For tiny ``K`` this is one fused elementwise op on the CPU (a K=2 matmul
+    over every edge is slow there); the same math and summation order as
+    the fused kernel's per-edge product.
+    """
+    out = self.raw[..., 0:1] * self.kernel[0]
+    for k in range(1, self.kernel.shape[0]):
+      out = out + self.raw[..., k:k + 1] * self.kernel[k]
+    if self.bias is not None:
+      out = out + self.bias
+    return out
+
+
+def materialize_edges(edge_attr: Array | AffineEdges | None) -> Array | None:
+  """``edge_attr`` as an array (``AffineEdges`` multiplied out)."""
+  if isinstance(edge_attr, AffineEdges):
+    return edge_attr.materialize()
+  return edge_attr
 
 
 def segment_softmax(
@@ -261,3 +310,48 @@ def aggregate(
   if aggr == 'max':
     return max_aggregation(messages, receivers, num_nodes)
   raise ValueError(f'aggr: expected one of {_AGGRS}, got {aggr!r}')
+
+
+_DROPOUT_BITS = (8, 16, 32)
+
+
+def dropout(rng: Array, x: Array, rate: float, *, bits: int = 16) -> Array:
+  """Inverted dropout drawn from ``bits``-bit random integers.
+
+  ``flax.linen.Dropout`` draws one 32-bit threefry word per element (through
+  a float ``uniform``); on the CPU that hashing costs as much as a GCN layer
+  (docs/performance.md). Here ``32 // bits`` elements share one word: an
+  element is kept where its ``bits``-bit integer is ``>= round(rate *
+  2**bits)``, and kept elements are scaled by ``1 / (1 - rate')`` with
+  ``rate' = round(rate * 2**bits) / 2**bits`` the rate actually applied
+  (for 16 bits within ``2**-17`` of ``rate``: 0.1 -> 0.1000061), so the
+  output is unbiased. Elements are independent Bernoulli draws as in flax;
+  the masks differ from flax's (another bit stream).
+
+  Args:
+    rng: a PRNG key.
+    x: the input.
+    rate: dropout probability in ``[0, 1)``.
+    bits: 8, 16 or 32 integer bits per element.
+
+  Returns:
+    ``x`` with elements zeroed at rate ``rate'``, the rest scaled.
+  """
+  if bits not in _DROPOUT_BITS:
+    raise ValueError(f'dropout bits: expected one of {_DROPOUT_BITS}, got {bits}')
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f'dropout rate: expected 0 <= rate < 1, got {rate}')
+  levels = 1 << bits
+  threshold = int(round(rate * levels))
+  if threshold == 0:
+    return x
+  per_word = 32 // bits
+  size = x.size
+  words = jax.random.bits(rng, (-(-size // per_word),), jnp.uint32)
+  if bits < 32:
+    words = jax.lax.bitcast_convert_type(
+        words, jnp.uint8 if bits == 8 else jnp.uint16
+    )
+  draws = words.reshape(-1)[:size].reshape(x.shape)
+  scale = jnp.asarray(levels / (levels - threshold), x.dtype)
+  return jnp.where(draws >= threshold, x * scale, jnp.zeros((), x.dtype))
