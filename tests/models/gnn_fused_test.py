@@ -232,6 +232,26 @@ class FusedKernelTest(parameterized.TestCase):
       _close(a, b, what, rtol=1e-4 if what in ('dt', 'dkernel') else 1e-5)
     np.testing.assert_array_equal(kernel[0][5], 0.0)
 
+  def test_threefry_words_equal_jax_threefry(self):
+    from jax.extend.random import threefry_2x32
+    key = jnp.array([123456789, 987654321], jnp.uint32)
+    for n in (1, 2, 31, 64, 1001):  # Odd, below and above a vector.
+      got = np.asarray(jax.jit(lambda k, n=n: fused.threefry_words(k, n))(key))
+      want = np.asarray(threefry_2x32(
+          key, jnp.arange(n + n % 2, dtype=jnp.uint32)))[:n]
+      np.testing.assert_array_equal(got, want, err_msg=str(n))
+    hlo = jax.jit(lambda k: fused.threefry_words(k, 64)).lower(key).as_text()
+    self.assertIn(fused._THREEFRY, hlo)
+    with self.assertRaisesRegex(ValueError, r'key must be \[2\] uint32'):
+      fused.threefry_words(jnp.zeros((4,), jnp.uint32), 8)
+    # The fallback (kernel off) draws the same words.
+    os.environ['MAMMOJAX_GENCONV_KERNEL'] = '0'
+    try:
+      off = np.asarray(jax.jit(lambda k: fused.threefry_words(k, 1001))(key))
+    finally:
+      os.environ['MAMMOJAX_GENCONV_KERNEL'] = '1'
+    np.testing.assert_array_equal(off, got)
+
   def test_vmap_of_vjp(self):
     """GradNorm vmaps the VJP over its task cotangents."""
     rng = np.random.default_rng(4)

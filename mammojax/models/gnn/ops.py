@@ -347,7 +347,12 @@ def dropout(rng: Array, x: Array, rate: float, *, bits: int = 16) -> Array:
     return x
   per_word = 32 // bits
   size = x.size
-  words = jax.random.bits(rng, (-(-size // per_word),), jnp.uint32)
+  # Two words of the key's own stream seed a threefry counter stream, drawn
+  # by the fused CPU kernel where it is built (XLA's elementwise threefry
+  # costs ~10 ns a word there) and by jnp elsewhere: the same words.
+  from mammojax.models.gnn import fused  # pylint: disable=g-import-not-at-top
+  seed = jax.random.bits(rng, (2,), jnp.uint32)
+  words = fused.threefry_words(seed, -(-size // per_word))
   if bits < 32:
     words = jax.lax.bitcast_convert_type(
         words, jnp.uint8 if bits == 8 else jnp.uint16

@@ -743,6 +743,69 @@ ffi::Error AffineBackward(
   return ffi::Error::Success();
 }
 
+// Threefry-2x32 (20 rounds; Salmon et al. 2011, as jax.extend.random.
+// threefry_2x32) of the counts 0 .. n-1, n even: counts i and i + n/2 form
+// one block, whose two output words land at i and i + n/2, exactly as
+// threefry_2x32(key, arange(n)) does. Dropout masks (gnn.dropout) draw their
+// bits here on the CPU; XLA's elementwise threefry costs ~10 ns a word.
+typedef uint32_t VU __attribute__((vector_size(64)));
+
+template <typename T>
+__attribute__((always_inline)) inline T Rotl(T v, int r) {
+  return (v << r) | (v >> (32 - r));
+}
+
+template <typename T>
+__attribute__((always_inline)) inline void ThreefryBlock(T& x0, T& x1,
+                                                       uint32_t k0,
+                                                       uint32_t k1) {
+  const uint32_t k2 = k0 ^ k1 ^ 0x1BD11BDAu;
+  const uint32_t ks[3] = {k0, k1, k2};
+  static constexpr int kRot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
+  x0 += k0;
+  x1 += k1;
+  for (int i = 0; i < 5; ++i) {
+    const int* rot = kRot[i % 2];
+    for (int j = 0; j < 4; ++j) {
+      x0 += x1;
+      x1 = Rotl(x1, rot[j]);
+      x1 ^= x0;
+    }
+    x0 += ks[(i + 1) % 3];
+    x1 += ks[(i + 2) % 3] + static_cast<uint32_t>(i + 1);
+  }
+}
+
+ffi::Error ThreefryBits(ffi::Buffer<ffi::U32> key,
+                        ffi::ResultBuffer<ffi::U32> out) {
+  if (key.element_count() != 2)
+    return ffi::Error::InvalidArgument("key: expected 2 uint32 words");
+  const int64_t n = out->element_count();
+  if (n % 2 != 0)
+    return ffi::Error::InvalidArgument("out: expected an even word count");
+  const uint32_t k0 = key.typed_data()[0], k1 = key.typed_data()[1];
+  const int64_t h = n / 2;
+  uint32_t* o = out->typed_data();
+  constexpr int64_t kL = sizeof(VU) / sizeof(uint32_t);
+  VU lane;
+  for (int64_t l = 0; l < kL; ++l) lane[l] = static_cast<uint32_t>(l);
+  int64_t i = 0;
+  for (; i + kL <= h; i += kL) {
+    VU x0 = lane + static_cast<uint32_t>(i);
+    VU x1 = lane + static_cast<uint32_t>(i + h);
+    ThreefryBlock(x0, x1, k0, k1);
+    std::memcpy(o + i, &x0, sizeof(VU));
+    std::memcpy(o + i + h, &x1, sizeof(VU));
+  }
+  for (; i < h; ++i) {
+    uint32_t x0 = static_cast<uint32_t>(i), x1 = static_cast<uint32_t>(i + h);
+    ThreefryBlock(x0, x1, k0, k1);
+    o[i] = x0;
+    o[i + h] = x1;
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MammojaxGenconvFwd, Forward,
@@ -813,3 +876,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MammojaxGenconvAffineBwd, AffineBackward,
                                   .Attr<int64_t>("semi_grad")
                                   .Attr<int64_t>("raw_grad")
                                   .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MammojaxThreefryBits, ThreefryBits,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::U32>>());
