@@ -187,11 +187,11 @@ template <> struct Lanes<VF> {
   static VF Max(VF a, VF b) { return a > b ? a : b; }
   static VF Relu(VF a) { return a > 0.0f ? a : Splat(0.0f); }
   static VF IfPositive(VF pre, VF v) { return pre > 0.0f ? v : Splat(0.0f); }
-  // FastExp, lane by lane in vector registers.
+  // FastExp, lane by lane in vector registers, for x <= 0 (the softmax
+  // exponents t m - max): no upper clamp; below -87 the result is
+  // exp(-87) ~ 1.6e-38 instead of 0, against a denominator >= 1.
   static VF Exp(VF x) {
-    const VF lo = x >= -87.0f ? Splat(1.0f) : Splat(0.0f);
     x = Max(x, Splat(-87.0f));
-    x = x < 88.0f ? x : Splat(88.0f);
     const VF k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     VF r = x - k * 0.693359375f;
     r = r - k * -2.12194440e-4f;
@@ -203,7 +203,7 @@ template <> struct Lanes<VF> {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     const VI bits = (__builtin_convertvector(k, VI) + 127) << 23;
-    return p * reinterpret_cast<const VF&>(bits) * lo;
+    return p * reinterpret_cast<const VF&>(bits);
   }
   static float Sum(VF v) {
     float acc = 0.0f;
