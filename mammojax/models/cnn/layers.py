@@ -11,6 +11,7 @@ import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 Array = Any
@@ -53,9 +54,70 @@ def batch_norm(*, train: bool, name: str) -> nn.BatchNorm:
   )
 
 
+def _pool_windows(x: Array, k: int, s: int, p: int):
+  """The ``k * k`` strided views of ``x`` (NHWC, padded by ``p`` with -inf)
+  whose elementwise max is the ``k x k`` / stride ``s`` max pool."""
+  b, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+  ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+  views = [
+      jax.lax.slice(xp, (0, i, j, 0),
+                    (b, i + (ho - 1) * s + 1, j + (wo - 1) * s + 1, c),
+                    (1, s, s, 1))
+      for i in range(k) for j in range(k)
+  ]
+  return views, (ho, wo)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x: Array, k: int = 3, s: int = 2, p: int = 1) -> Array:
+  """``k x k`` / stride ``s`` / padding ``p`` max pool (NHWC, -inf padding).
+
+  The same values and gradient as ``nn.max_pool`` (``lax.reduce_window``:
+  the gradient goes to the first maximum of each window in row-major
+  order), computed as the max of ``k * k`` strided views and, backwards,
+  ``k * k`` masked, interior-padded adds. XLA's CPU backend expands
+  ``reduce_window`` and its ``select_and_scatter`` gradient into slow
+  generic loops: in a ResNet-18 train step (16 x 128 x 80) the stem's one
+  pool took ~60 ms of ~580 ms of op time (docs/performance.md).
+  """
+  views, _ = _pool_windows(x, k, s, p)
+  return functools.reduce(jnp.maximum, views)
+
+
+def _max_pool_fwd(x, k, s, p):
+  out = max_pool(x, k, s, p)
+  return out, (x, out)
+
+
+def _max_pool_bwd(k, s, p, res, g):
+  x, out = res
+  views, (ho, wo) = _pool_windows(x, k, s, p)
+  b, h, w, c = x.shape
+  hp, wp = h + 2 * p, w + 2 * p
+  taken = jnp.zeros(out.shape, bool)
+  dxp = jnp.zeros((b, hp, wp, c), g.dtype)
+  zero = jnp.zeros((), g.dtype)
+  for idx, view in enumerate(views):
+    i, j = divmod(idx, k)
+    first = (view == out) & ~taken
+    taken = taken | first
+    contrib = jnp.where(first, g, zero)
+    # Window offset (i, j) of output (r, q) is padded input (i + s r, j + s q).
+    dxp = dxp + jax.lax.pad(contrib, zero, (
+        (0, 0, 0),
+        (i, hp - i - (ho - 1) * s - 1, s - 1),
+        (j, wp - j - (wo - 1) * s - 1, s - 1),
+        (0, 0, 0)))
+  return (dxp[:, p:p + h, p:p + w, :],)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 def max_pool_3x3_s2(x: Array) -> Array:
   """``nn.MaxPool2d(3, 2, padding=1)`` (padding is -inf, as in torch)."""
-  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  return max_pool(x, 3, 2, 1)
 
 
 def tap(
