@@ -24,6 +24,16 @@ BN_EPSILON = 1e-5
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
+def _window_view(xp: Array, i: int, j: int, out_hw, strides) -> Array:
+  """The ``[b, ho, wo, c]`` view of padded NHWC ``xp`` that window offset
+  ``(i, j)`` reads at strides ``(sh, sw)`` (one tap of a conv or pool)."""
+  (ho, wo), (sh, sw) = out_hw, strides
+  b, _, _, c = xp.shape
+  return jax.lax.slice(
+      xp, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
+      (1, sh, sw, 1))
+
+
 def _is_nhwc(dimension_numbers) -> bool:
   want = jax.lax.conv_dimension_numbers((1,) * 4, (1,) * 4, _NHWC)
   if dimension_numbers is None:
@@ -53,14 +63,16 @@ def conv_general_dilated(
   output height below the kernel's height or an output width below its
   width, e.g. a 3 x 3 convolution over a 2 x 2 or 1 x N map (a ResNet's
   last stages on 32 x 32 patches), it is computed as the kernel taps'
-  strided views of the padded input, concatenated on the channels, times
-  the kernel reshaped to ``[taps * C_in / G, C_out]`` (one ``dot_general``
-  per group batch); taps that read only padding are left out. The values
+  strided views of the padded input, stacked into ``[b, ho, wo, taps *
+  C_in]`` patches, times the kernel reshaped to ``[taps * C_in / G,
+  C_out]`` (one ``dot_general``, the G groups as its batch dimension);
+  taps that read only padding are left out. The values
   are the convolution's (to float rounding) and the gradients are those of
   a slice, a concatenation and a dot. XLA's CPU compiler swaps the
   operands of such convolutions' input gradient and runs them in a slow
   generic loop: a ResNet-18 train step on 128 x 32 x 32 took 0.89 s with
-  ``lax`` alone and 0.23 s this way (docs/performance.md). Every other
+  ``lax`` alone and 0.23 s this way (docs/performance.md, "Small feature
+  maps"). Every other
   convolution goes to ``lax.conv_general_dilated`` unchanged.
   """
   kh, kw, cg, co = rhs.shape if rhs.ndim == 4 else (0, 0, 0, 0)
@@ -99,9 +111,7 @@ def conv_general_dilated(
     for j in range(kw):
       if not reads_input(j, sw, wo, pl, w):
         continue
-      views.append(jax.lax.slice(
-          xp, (0, i, j, 0),
-          (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c), (1, sh, sw, 1)))
+      views.append(_window_view(xp, i, j, (ho, wo), (sh, sw)))
       taps.append(rhs[i, j])
   g = feature_group_count
   t = len(views)
@@ -160,15 +170,11 @@ def batch_norm(*, train: bool, name: str) -> nn.BatchNorm:
 def _pool_windows(x: Array, k: int, s: int, p: int):
   """The ``k * k`` strided views of ``x`` (NHWC, padded by ``p`` with -inf)
   whose elementwise max is the ``k x k`` / stride ``s`` max pool."""
-  b, h, w, c = x.shape
+  _, h, w, _ = x.shape
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
   ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-  views = [
-      jax.lax.slice(xp, (0, i, j, 0),
-                    (b, i + (ho - 1) * s + 1, j + (wo - 1) * s + 1, c),
-                    (1, s, s, 1))
-      for i in range(k) for j in range(k)
-  ]
+  views = [_window_view(xp, i, j, (ho, wo), (s, s))
+           for i in range(k) for j in range(k)]
   return views, (ho, wo)
 
 
