@@ -10,6 +10,7 @@ so they also check the build. PyG parity of GENConv on both paths is in
 
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -120,9 +121,14 @@ class FusedKernelTest(parameterized.TestCase):
       dict(testcase_name='raw_grad', raw_grad=True, semi_grad=False, k=2),
       dict(testcase_name='no_raw_grad', raw_grad=False, semi_grad=False, k=3),
       dict(testcase_name='semi_grad', raw_grad=True, semi_grad=True, k=1),
+      # 16 channels over 2 threads: thread 1's d_raw partial is added.
+      dict(testcase_name='raw_grad_2_threads', raw_grad=True,
+           semi_grad=False, k=2, threads=2),
   )
-  def test_affine_edges_match_jnp(self, raw_grad, semi_grad, k):
+  def test_affine_edges_match_jnp(self, raw_grad, semi_grad, k, threads=1):
     """AffineEdges: raw @ kernel + bias formed in the kernel, never stored."""
+    self.enter_context(mock.patch.dict(
+        os.environ, {'MAMMOJAX_GENCONV_KERNEL_THREADS': str(threads)}))
     rng = np.random.default_rng(6)
     x, _, s, r, g = _graph(rng)
     n, c = x.shape
@@ -190,12 +196,17 @@ class FusedKernelTest(parameterized.TestCase):
       dict(testcase_name='affine_c20', c=20, affine=True),
       dict(testcase_name='affine_c80', c=80, affine=True),
       dict(testcase_name='dense_c80', c=80, affine=False),
+      # A 64-channel group and a 16-channel block on 2 threads.
+      dict(testcase_name='affine_c80_2_threads', c=80, affine=True,
+           threads=2),
   )
-  def test_receiver_sorted_path_matches_jnp(self, c, affine):
+  def test_receiver_sorted_path_matches_jnp(self, c, affine, threads=1):
     """Receiver-sorted edges (as the graph builders emit them) take the
     register-blocked path: groups of 64 channels, blocks of 16, tail
     channels one by one; a long segment (a padding node's self-loops), an
     isolated node, duplicates."""
+    self.enter_context(mock.patch.dict(
+        os.environ, {'MAMMOJAX_GENCONV_KERNEL_THREADS': str(threads)}))
     rng = np.random.default_rng(8)
     n = 40
     r = np.sort(np.concatenate([

@@ -191,7 +191,7 @@ def kernel_available() -> bool:
 
 
 def use_kernel(*arrays: Array) -> bool:
-  """True where ``genconv_message_softmax`` should run: CPU, float32, built."""
+  """True where the kernels should run: CPU, ``arrays`` float32, built."""
   if jax.default_backend() != 'cpu':
     return False
   if any(jnp.result_type(a) != jnp.float32 for a in arrays):
@@ -335,11 +335,9 @@ def genconv_message_softmax(
   receivers = receivers.astype(jnp.int32)
   if not use_kernel(x_src, *jax.tree.leaves(emb)):
     # Not built / disabled / not the CPU / not float32: the jnp reference.
-    msg = x_src[senders]
-    if emb is not None:
-      msg = msg + ops.materialize_edges(emb)
     return ops.softmax_aggregation(
-        jax.nn.relu(msg) + eps, receivers, num_nodes, t_vec,
+        ops.genconv_messages(x_src, emb, senders, eps), receivers, num_nodes,
+        t_vec,
         semi_grad=semi_grad,
     )
   if isinstance(emb, ops.AffineEdges):
@@ -384,7 +382,7 @@ def threefry_words(key: Array, num_words: int) -> Array:
   if key.shape != (2,):
     raise ValueError(f'threefry_words: key must be [2] uint32, got {key.shape}')
   even = num_words + num_words % 2
-  if jax.default_backend() == 'cpu' and kernel_available():
+  if use_kernel():  # CPU and built (no float operands to check).
     words = jax.ffi.ffi_call(
         _THREEFRY, jax.ShapeDtypeStruct((even,), jnp.uint32),
         vmap_method='sequential',

@@ -20,6 +20,7 @@ from mammojax.models.gnn.norms import _apply_norm
 from mammojax.models.gnn.ops import _AGGRS
 from mammojax.models.gnn.ops import AffineEdges
 from mammojax.models.gnn.ops import aggregate
+from mammojax.models.gnn.ops import genconv_messages
 from mammojax.models.gnn.ops import materialize_edges
 from mammojax.models.gnn.ops import message_norm
 from mammojax.models.gnn.ops import softmax_aggregation
@@ -193,10 +194,7 @@ class GENConv(nn.Module):
       )(None, receivers, num_nodes,
         fused_message=(x_src, edge_attr, senders, self.eps))
       return self._finish(x, out, c, dense, node_mask, train)
-    msg = x_src[senders]
-    if edge_attr is not None:
-      msg = msg + materialize_edges(edge_attr)
-    msg = nn.relu(msg) + self.eps
+    msg = genconv_messages(x_src, edge_attr, senders, self.eps)
 
     if softmax:
       out = SoftmaxAggregation(

@@ -75,6 +75,19 @@ def materialize_edges(edge_attr: Array | AffineEdges | None) -> Array | None:
   return edge_attr
 
 
+def genconv_messages(
+    x_src: Array,
+    edge_attr: Array | AffineEdges | None,
+    senders: Array,
+    eps: float,
+) -> Array:
+  """GENConv's messages ``relu(x_src[senders] + edge_attr) + eps`` (PyG)."""
+  msg = x_src[senders]
+  if edge_attr is not None:
+    msg = msg + materialize_edges(edge_attr)
+  return jax.nn.relu(msg) + eps
+
+
 def segment_softmax(
     logits: Array, segment_ids: Array, num_segments: int
 ) -> Array:

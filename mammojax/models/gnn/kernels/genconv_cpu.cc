@@ -514,6 +514,29 @@ void ForwardImpl(const float* xs, const EdgeSource& src, const int32_t* s,
   });
 }
 
+// d_raw [E, K] of a backward pass split over `threads` channel blocks:
+// thread 0 writes d_raw itself, threads 1.. write partials that Reduce()
+// adds to it. Without d_raw (null) every thread gets null.
+class RawGradPartials {
+ public:
+  RawGradPartials(float* draw, int64_t threads, int64_t size)
+      : draw_(draw), size_(size),
+        parts_(draw != nullptr ? (threads - 1) * size : 0, 0.0f) {}
+  float* For(int64_t tid) {
+    if (draw_ == nullptr) return nullptr;
+    return tid == 0 ? draw_ : parts_.data() + (tid - 1) * size_;
+  }
+  void Reduce() {
+    for (size_t off = 0; off < parts_.size(); off += size_)
+      for (int64_t idx = 0; idx < size_; ++idx) draw_[idx] += parts_[off + idx];
+  }
+
+ private:
+  float* draw_;
+  int64_t size_;
+  std::vector<float> parts_;
+};
+
 void BackwardImpl(const float* xs, const EdgeSource& src, const int32_t* s,
                   const int32_t* r, const float* tv, const float* mx,
                   const float* inv, const float* ou, const float* g,
@@ -524,31 +547,23 @@ void BackwardImpl(const float* xs, const EdgeSource& src, const int32_t* s,
   const int64_t kk = src.k;
   std::vector<int64_t> seg;
   if (kk <= kMaxAffineK && SortedSegments(r, e, n, &seg)) {
-    const int64_t nt = BlockThreads(c, threads);
-    std::vector<float> parts(
-        affine && eg.draw != nullptr ? (nt - 1) * e * kk : 0, 0.0f);
+    RawGradPartials parts(affine ? eg.draw : nullptr,
+                          BlockThreads(c, threads), e * kk);
     if (affine && eg.draw != nullptr) std::fill(eg.draw, eg.draw + e * kk, 0.0f);
     ParallelBlocks(c, threads, [&](int64_t tid, int64_t ch0, int64_t width) {
-      float* draw = nullptr;
-      if (affine && eg.draw != nullptr)
-        draw = tid == 0 ? eg.draw : parts.data() + (tid - 1) * e * kk;
+      float* draw = parts.For(tid);
 #define MJ_BWD(T, NB)                                                       \
   SortedBackwardBlock<T, NB>(xs, src, s, seg.data(), tv, mx, inv, ou, g, n, c, \
                              e, eps, semi_grad, ch0, dx, dt, eg, draw)
       MJ_DISPATCH_WIDTH(width, MJ_BWD)
 #undef MJ_BWD
     });
-    for (int64_t p = 0; p + 1 < nt && !parts.empty(); ++p) {
-      const float* part = parts.data() + p * e * kk;
-      for (int64_t idx = 0; idx < e * kk; ++idx) eg.draw[idx] += part[idx];
-    }
+    parts.Reduce();
     return;
   }
-  const int64_t nthreads =
-      std::max<int64_t>(1, std::min<int64_t>(threads, c / 8));
-  // d_raw partials of threads 1.. (thread 0 writes d_raw itself).
-  std::vector<float> draw_part(
-      affine && eg.draw != nullptr ? (nthreads - 1) * e * kk : 0, 0.0f);
+  RawGradPartials parts(affine ? eg.draw : nullptr,
+                        std::max<int64_t>(1, std::min<int64_t>(threads, c / 8)),
+                        e * kk);
   ParallelChannels(c, threads, [&](int64_t tid, int64_t lo, int64_t hi) {
     const int64_t w = hi - lo;
     // g * inv per receiver, precomputed once ([N, w]).
@@ -561,9 +576,7 @@ void BackwardImpl(const float* xs, const EdgeSource& src, const int32_t* s,
     std::vector<float> dtl(w, 0.0f), dkl(affine ? kk * w : 0, 0.0f),
         dbl(affine ? w : 0, 0.0f);
     float* dtp = dtl.data() - lo;
-    float* draw = nullptr;
-    if (affine && eg.draw != nullptr)
-      draw = tid == 0 ? eg.draw : draw_part.data() + (tid - 1) * e * kk;
+    float* draw = parts.For(tid);
     for (int64_t k = 0; k < e; ++k) {
       const int32_t j = s[k], i = r[k];
       float* dr = affine ? dbuf.data() - lo : eg.demb + k * c;
@@ -630,10 +643,7 @@ void BackwardImpl(const float* xs, const EdgeSource& src, const int32_t* s,
           eg.dkernel[q * c + ch] = dkl[q * w + ch - lo];
     }
   });
-  for (int64_t p = 0; p + 1 < nthreads && !draw_part.empty(); ++p) {
-    const float* part = draw_part.data() + p * e * kk;
-    for (int64_t idx = 0; idx < e * kk; ++idx) eg.draw[idx] += part[idx];
-  }
+  parts.Reduce();
 }
 
 ffi::Error CheckX(ffi::Buffer<ffi::F32>& x) {
